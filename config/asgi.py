@@ -1,0 +1,8 @@
+"""ASGI entry for the Django web app (dashboard/API). The proxy data plane is a separate app: proxy.asgi."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
+application = get_asgi_application()

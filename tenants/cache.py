@@ -1,0 +1,42 @@
+"""Telling the proxy that a key or a workspace's credentials changed.
+
+After the change commits, the Redis document the proxy caches is deleted and a message goes out on
+the invalidation channel; every proxy worker drops its in-process copy (proxy/auth.py). If Redis is
+unreachable the change still stands: proxy entries expire within their TTL anyway."""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+
+import redis
+from django.conf import settings
+from django.db import transaction
+
+from proxy.auth import INVALIDATION_CHANNEL, key_doc_key, workspace_doc_key
+
+log = logging.getLogger("turnpike.tenants.cache")
+
+
+@lru_cache(maxsize=1)
+def _client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+
+def _publish(doc_key: str, message: str) -> None:
+    try:
+        client = _client(settings.REDIS_URL)
+        pipe = client.pipeline(transaction=False)
+        pipe.delete(doc_key)
+        pipe.publish(INVALIDATION_CHANNEL, message)
+        pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("could not publish invalidation %s: %s (proxy entries expire by TTL)", message, exc)
+
+
+def invalidate_key_on_commit(key_hash: str) -> None:
+    transaction.on_commit(lambda: _publish(key_doc_key(key_hash), f"key:{key_hash}"))
+
+
+def invalidate_workspace_on_commit(workspace_id: int) -> None:
+    transaction.on_commit(lambda: _publish(workspace_doc_key(workspace_id), f"ws:{workspace_id}"))
