@@ -1,0 +1,90 @@
+"""Writes to the ledger. Every posting is idempotent by key (a retry returns the existing entry) and
+moves the workspace's versioned balance in the same transaction."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.db import transaction
+from django.utils import timezone
+
+from billing.models import LedgerEntry, WorkspaceBalance
+from billing.money import usd_to_nanos
+from config.errors import ApplicationError
+from tenants.models import User, Workspace
+from tenants.services import audit
+
+MAX_ENTRY_NANOS = 2**63 - 1  # LedgerEntry.amount_nanos is a BigIntegerField
+
+
+def _locked_balance(workspace_id: int) -> WorkspaceBalance:
+    WorkspaceBalance.objects.get_or_create(workspace_id=workspace_id)
+    return WorkspaceBalance.objects.select_for_update().get(workspace_id=workspace_id)
+
+
+def ledger_post(
+    *,
+    workspace_id: int,
+    kind: str,
+    amount_nanos: int,
+    idempotency_key: str,
+    memo: str = "",
+    acting_user: User | None = None,
+) -> tuple[LedgerEntry, bool]:
+    """Append one entry. Must run inside a transaction; returns (entry, created).
+
+    The balance row is locked first, so concurrent postings for a workspace serialise and a
+    duplicate idempotency key is detected under the lock rather than by a failed insert."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("ledger_post must run inside a transaction")
+    balance = _locked_balance(workspace_id)
+    existing = LedgerEntry.objects.filter(idempotency_key=idempotency_key).first()
+    if existing is not None:
+        return existing, False
+    entry = LedgerEntry.objects.create(
+        workspace_id=workspace_id,
+        kind=kind,
+        amount_nanos=amount_nanos,
+        idempotency_key=idempotency_key,
+        memo=memo,
+        created_by=acting_user,
+    )
+    balance.balance_nanos += amount_nanos
+    balance.version += 1
+    balance.updated_at = timezone.now()
+    balance.save(update_fields=["balance_nanos", "version", "updated_at"])
+    return entry, True
+
+
+@transaction.atomic
+def ledger_grant_post(
+    *,
+    workspace: Workspace,
+    amount_usd: Decimal | str,
+    idempotency_key: str,
+    memo: str = "",
+    acting_user: User | None = None,
+) -> tuple[LedgerEntry, bool]:
+    """Credit the balance with a grant (promotional or operator credit). Returns (entry, created)."""
+    nanos = usd_to_nanos(amount_usd)
+    if nanos <= 0:
+        raise ApplicationError("A grant must be a positive amount.")
+    if nanos > MAX_ENTRY_NANOS:
+        raise ApplicationError("A grant that large cannot be posted.")
+    entry, created = ledger_post(
+        workspace_id=workspace.pk,
+        kind=LedgerEntry.Kind.GRANT,
+        amount_nanos=nanos,
+        idempotency_key=idempotency_key,
+        memo=memo,
+        acting_user=acting_user,
+    )
+    if created:
+        audit(
+            workspace=workspace,
+            actor=acting_user,
+            action="billing.grant_posted",
+            target=entry,
+            metadata={"amount_usd": str(amount_usd), "memo": memo},
+        )
+    return entry, created
