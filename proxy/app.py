@@ -1,0 +1,195 @@
+"""The proxy: a raw ASGI app (no framework on the hot path), served by gunicorn + uvicorn workers.
+
+Routes:
+    POST /v1/chat/completions   OpenAI-compatible chat, streaming and not (proxy.chat)
+    GET  /v1/models             the models this key may call
+    GET  /healthz               the process is up
+    GET  /readyz                Redis answers and the configuration loaded
+Every response carries `x-request-id`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+import httpx
+import orjson
+from redis.exceptions import RedisError
+
+from proxy.auth import KeyContext
+from proxy.chat import ChatCompletions
+from proxy.config import ProxyConfig
+from proxy.errors import ProxyError
+from proxy.http import api_key, parse_json_object, read_body, send_bytes, send_error
+from proxy.runtime import Runtime
+from proxy.types import Receive, Scope, Send
+
+log = logging.getLogger("turnpike.proxy")
+
+DISCOVERY_TTL = 300.0
+
+
+def new_request_id() -> str:
+    return f"req_{uuid.uuid4().hex}"
+
+
+class ProxyApp:
+    def __init__(self, config: ProxyConfig | None = None) -> None:
+        self._config = config
+        self.rt: Runtime | None = None
+        self._chat: ChatCompletions | None = None
+        self._discovered: dict[int, tuple[float, list[str]]] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        request_id = new_request_id()
+        method, path = scope["method"], scope["path"]
+        try:
+            if path == "/v1/chat/completions" and method == "POST":
+                await self._chat_completions(scope, receive, send, request_id)
+            elif path == "/v1/models" and method == "GET":
+                await self._models(scope, send, request_id)
+            elif path == "/healthz":
+                await send_bytes(send, 200, b'{"status":"ok"}', headers=[(b"x-request-id", request_id.encode())])
+            elif path == "/readyz":
+                await self._ready(send, request_id)
+            else:
+                raise ProxyError(404, f"Unknown path {method} {path}.", type="invalid_request_error", code="not_found")
+        except ProxyError as error:
+            await send_error(send, error, request_id=request_id)
+        except ConnectionResetError:
+            return
+        except Exception:
+            log.exception("unhandled error in %s %s (%s)", method, path, request_id)
+            await send_error(
+                send,
+                ProxyError(500, "Internal error in the gateway.", type="api_error", code="internal_error"),
+                request_id=request_id,
+            )
+
+    # --- lifespan ------------------------------------------------------------------------------------
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.exception("proxy startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def startup(self) -> None:
+        self.rt = Runtime(self._config or ProxyConfig.from_env())
+        self._chat = ChatCompletions(self.rt)
+        await self.rt.start()
+
+    async def shutdown(self) -> None:
+        if self.rt is not None:
+            await self.rt.stop()
+
+    # --- handlers -----------------------------------------------------------------------------------------
+
+    async def _authenticate(self, scope: Scope) -> KeyContext:
+        assert self.rt is not None
+        key = api_key(scope)
+        if key is None:
+            raise ProxyError.unauthorized(
+                "Missing API key. Send your Turnpike key as `Authorization: Bearer tpk_…` or `x-api-key`."
+            )
+        context = await self.rt.resolver.resolve(key)
+        if context is None:
+            raise ProxyError.unauthorized("Invalid, revoked or expired API key.")
+        return context
+
+    async def _chat_completions(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        assert self.rt is not None and self._chat is not None
+        started, started_ms = time.perf_counter(), int(time.time() * 1000)
+        key = await self._authenticate(scope)
+        body_bytes = await read_body(receive, limit=self.rt.config.max_body_bytes)
+        body = parse_json_object(body_bytes)
+        await self._chat(
+            scope,
+            receive,
+            send,
+            key=key,
+            body_bytes=body_bytes,
+            body=body,
+            request_id=request_id,
+            started=started,
+            started_ms=started_ms,
+        )
+
+    async def _models(self, scope: Scope, send: Send, request_id: str) -> None:
+        assert self.rt is not None
+        key = await self._authenticate(scope)
+        ids: list[tuple[str, str]] = []
+        seen_types: set[str] = set()
+        for credential in key.workspace.credentials:
+            if credential.provider == "openai_compatible":
+                for model in await self._discover(credential.id, credential.base_url, credential.secret):
+                    ids.append((f"{credential.slug}/{model}", credential.slug))
+            elif credential.provider not in seen_types:
+                seen_types.add(credential.provider)
+                for model in self.rt.catalog.models_by_provider.get(credential.provider, []):
+                    ids.append((f"{credential.provider}/{model}", credential.provider))
+        for provider, model in sorted(key.workspace.prices):
+            if (f"{provider}/{model}", provider) not in ids:
+                ids.append((f"{provider}/{model}", provider))
+        body: dict[str, Any] = {
+            "object": "list",
+            "data": [{"id": model_id, "object": "model", "created": 0, "owned_by": owner} for model_id, owner in ids],
+        }
+        await send_bytes(send, 200, orjson.dumps(body), headers=[(b"x-request-id", request_id.encode())])
+
+    async def _discover(self, credential_id: int, base_url: str, secret: str) -> list[str]:
+        """Models an OpenAI-compatible server lists at /models, cached for DISCOVERY_TTL."""
+        assert self.rt is not None
+        cached = self._discovered.get(credential_id)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        models: list[str] = []
+        try:
+            response = await self.rt.http.get(
+                base_url.rstrip("/") + "/models", headers={"authorization": f"Bearer {secret}"}, timeout=5.0
+            )
+            if response.status_code == 200:
+                data = response.json()
+                models = sorted(str(m["id"]) for m in data.get("data", []) if isinstance(m, dict) and "id" in m)
+        except (httpx.HTTPError, ValueError) as exc:
+            log.warning("model discovery failed for credential %s: %s", credential_id, exc)
+        self._discovered[credential_id] = (time.monotonic() + (DISCOVERY_TTL if models else 10.0), models)
+        return models
+
+    async def _ready(self, send: Send, request_id: str) -> None:
+        assert self.rt is not None
+        checks: dict[str, str] = {"config": "ok"}
+        try:
+            await self.rt.redis.ping()
+            checks["redis"] = "ok"
+        except (RedisError, OSError) as exc:
+            checks["redis"] = f"error: {type(exc).__name__}"
+        checks["catalog"] = f"{len(self.rt.catalog.prices)} prices" if self.rt.catalog.prices else "not loaded"
+        ok = checks["redis"] == "ok"
+        body = orjson.dumps({"status": "ready" if ok else "not ready", "checks": checks})
+        await send_bytes(send, 200 if ok else 503, body, headers=[(b"x-request-id", request_id.encode())])
+
+
+def create_app(config: ProxyConfig | None = None) -> ProxyApp:
+    return ProxyApp(config)
+
+
+__all__ = ["ProxyApp", "create_app"]

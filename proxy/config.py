@@ -1,0 +1,95 @@
+"""The proxy's configuration, read once from the environment (docs/configuration.md lists every
+variable). The proxy does not import Django; it reads the same variables the web app does."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/turnpike"
+DEV_MASTER_KEY = "dev:ZGV2LW9ubHktbWFzdGVyLWtleS0zMi1ieXRlcyEhISE="  # same default as config/settings/base.py
+
+DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_READ_TIMEOUT = 300.0  # between bytes from the provider; long generations stream slowly
+DEFAULT_TOTAL_TIMEOUT = 600.0
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+DEFAULT_AUTH_TTL = 10.0  # seconds an in-process entry lives even if an invalidation message is lost
+DEFAULT_NEGATIVE_TTL = 2.0  # seconds an unknown key is remembered as unknown
+DEFAULT_REDIS_DOC_TTL = 300  # seconds a key/workspace document lives in Redis
+DEFAULT_MAX_CONNECTIONS = 1000
+
+
+def _float(name: str, default: float) -> float:
+    value = os.environ.get(name, "")
+    return float(value) if value else default
+
+
+def _int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    return int(value) if value else default
+
+
+def _load_dev_env_file() -> None:
+    """Outside production, read what `make dev` wrote to .dev/env, as the Django settings do."""
+    if os.environ.get("DJANGO_SETTINGS_MODULE", "").endswith("production"):
+        return
+    path = Path(__file__).resolve().parent.parent / ".dev" / "env"
+    if not path.exists():
+        return
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            os.environ.setdefault(key.strip(), value.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyConfig:
+    redis_url: str = DEFAULT_REDIS_URL
+    database_url: str = DEFAULT_DATABASE_URL
+    master_key: str = DEV_MASTER_KEY
+    retired_master_keys: tuple[str, ...] = ()
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    total_timeout: float = DEFAULT_TOTAL_TIMEOUT
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    auth_ttl: float = DEFAULT_AUTH_TTL
+    negative_ttl: float = DEFAULT_NEGATIVE_TTL
+    redis_doc_ttl: int = DEFAULT_REDIS_DOC_TTL
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    spool_dir: Path = field(default_factory=lambda: Path(".dev/spool"))
+    provider_base_urls: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls) -> ProxyConfig:
+        _load_dev_env_file()
+        production = os.environ.get("DJANGO_SETTINGS_MODULE", "").endswith("production")
+        master_key = os.environ.get("TURNPIKE_MASTER_KEY", "")
+        if not master_key:
+            if production:
+                raise RuntimeError("TURNPIKE_MASTER_KEY is required in production")
+            master_key = DEV_MASTER_KEY
+        retired = tuple(k.strip() for k in os.environ.get("TURNPIKE_MASTER_KEYS_RETIRED", "").split(",") if k.strip())
+        overrides = {
+            name[len("TURNPIKE_PROVIDER_BASE_URL_") :].lower(): value
+            for name, value in os.environ.items()
+            if name.startswith("TURNPIKE_PROVIDER_BASE_URL_") and value
+        }
+        return cls(
+            redis_url=os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL,
+            database_url=os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+            master_key=master_key,
+            retired_master_keys=retired,
+            connect_timeout=_float("TURNPIKE_PROXY_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT),
+            read_timeout=_float("TURNPIKE_PROXY_READ_TIMEOUT", DEFAULT_READ_TIMEOUT),
+            total_timeout=_float("TURNPIKE_PROXY_TOTAL_TIMEOUT", DEFAULT_TOTAL_TIMEOUT),
+            max_body_bytes=_int("TURNPIKE_PROXY_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+            auth_ttl=_float("TURNPIKE_PROXY_AUTH_TTL", DEFAULT_AUTH_TTL),
+            negative_ttl=_float("TURNPIKE_PROXY_NEGATIVE_TTL", DEFAULT_NEGATIVE_TTL),
+            redis_doc_ttl=_int("TURNPIKE_PROXY_REDIS_DOC_TTL", DEFAULT_REDIS_DOC_TTL),
+            max_connections=_int("TURNPIKE_PROXY_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS),
+            spool_dir=Path(os.environ.get("TURNPIKE_PROXY_SPOOL_DIR") or ".dev/spool"),
+            provider_base_urls=overrides,
+        )

@@ -1,0 +1,25 @@
+"""The fake provider: a stand-in for OpenAI, Anthropic, Google Gemini and Azure OpenAI, speaking their
+public wire formats, for dev, tests and benchmarks. Deterministic: the same request gets the same answer.
+
+Run it:  python -m proxy.fake_provider --host 127.0.0.1 --port 8090
+
+Auth: a key is valid iff it starts with `fake-`; anything else gets the provider's own 401 envelope.
+
+Routes
+    OpenAI format (Bearer):      GET /v1/models, POST /v1/chat/completions (streaming or not, tools,
+                                 usage incl. cached and reasoning details), POST /v1/embeddings
+    Anthropic (x-api-key):       GET /v1/models  (told apart from OpenAI by `x-api-key`/`anthropic-version`)
+    Gemini (x-goog-api-key/?key): GET /v1beta/models
+    Azure OpenAI (api-key):      GET /openai/models?api-version=…
+
+Controls, per request, as headers or as suffixes on the model name (`gpt-4o-mini@status=429;latency=50`):
+    x-fake-latency-ms / latency=N        wait N ms before answering
+    x-fake-ttfb-ms / ttfb=N              streams: wait N ms before the first chunk
+    x-fake-chunk-delay-ms / chunk_delay=N  streams: wait N ms between chunks
+    x-fake-status / status=N             answer with this HTTP status and the provider's error envelope
+    x-fake-retry-after / retry_after=N   the Retry-After value sent with 429/503 (default 1)
+    x-fake-output-words / words=N        words in the answer (default 12)
+    x-fake-cached-tokens / cached=N      report N prompt tokens as cached
+    x-fake-reasoning-tokens / reasoning=N  report N completion tokens as reasoning
+    x-fake-no-usage / no_usage=1         streams: never send usage (even if asked)
+"""

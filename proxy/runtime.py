@@ -1,0 +1,83 @@
+"""Everything a proxy worker holds for its lifetime, built at startup and closed at shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import httpx
+import redis.asyncio as aioredis
+
+from proxy import upstream
+from proxy.auth import KeyResolver
+from proxy.catalog import Catalog
+from proxy.config import ProxyConfig
+from proxy.http import send_error
+from proxy.limits import BalanceGate
+from proxy.store import Store
+from proxy.usage import UsageEmitter
+from tenants import crypto
+
+log = logging.getLogger("turnpike.proxy")
+
+CATALOG_REFRESH_SECONDS = 60.0
+
+
+class Runtime:
+    def __init__(self, config: ProxyConfig) -> None:
+        self.config = config
+        self.redis = aioredis.Redis.from_url(
+            config.redis_url, socket_timeout=2.0, socket_connect_timeout=1.0, health_check_interval=30
+        )
+        self.store = Store(config.database_url)
+        self.resolver = KeyResolver(
+            redis=self.redis,
+            store=self.store,
+            keyring=crypto.keyring_from_values(config.master_key, config.retired_master_keys),
+            auth_ttl=config.auth_ttl,
+            negative_ttl=config.negative_ttl,
+            redis_doc_ttl=config.redis_doc_ttl,
+        )
+        self.gate = BalanceGate(redis=self.redis, store=self.store)
+        self.emitter = UsageEmitter(redis=self.redis, spool_dir=config.spool_dir)
+        self.http: httpx.AsyncClient = upstream.make_client(config)
+        self.catalog = Catalog()
+        self.send_error = send_error
+        self.upstream_error = upstream.upstream_error
+        self.transport_error = upstream.transport_error
+        self._tasks: list[asyncio.Task[None]] = []
+        self.listener_ready = asyncio.Event()
+
+    async def start(self) -> None:
+        try:
+            await self.refresh_catalog()
+        except Exception:  # Postgres may still be starting; the refresher keeps trying
+            log.exception("price catalog not loaded at startup; retrying in the background")
+        self._tasks = [
+            asyncio.create_task(self.resolver.listen_for_invalidations(on_ready=self.listener_ready.set)),
+            asyncio.create_task(self.emitter.replay_forever()),
+            asyncio.create_task(self._refresh_catalog_forever()),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.emitter.drain()
+        await self.http.aclose()
+        await self.store.close()
+        await self.redis.aclose()
+
+    async def refresh_catalog(self) -> None:
+        self.catalog = Catalog.from_rows(await self.store.catalog())
+
+    async def _refresh_catalog_forever(self) -> None:
+        while True:
+            await asyncio.sleep(CATALOG_REFRESH_SECONDS if self.catalog.prices else 2.0)
+            try:
+                await self.refresh_catalog()
+            except Exception as exc:  # keep serving with the catalog we have
+                log.warning("price catalog refresh failed: %s", exc)
