@@ -1,0 +1,366 @@
+"""Dashboard views: thin. Validate with a form, call one service or selector, render."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from config.errors import ApplicationError
+from dashboard.access import (
+    LAST_WORKSPACE_SESSION_KEY,
+    apply_error,
+    client_ip,
+    forbidden,
+    page_context,
+    workspace_view,
+)
+from dashboard.forms import CredentialForm, GatewayKeyForm, InviteForm, RoleForm, RotateCredentialForm, WorkspaceForm
+from tenants import selectors, services
+from tenants.roles import Perm, Role
+
+DEMO_MODELS = {
+    "openai": "gpt-4o-mini",
+    "anthropic": "claude-haiku-4-5",
+    "google": "gemini-2.5-flash",
+    "groq": "llama-3.3-70b-versatile",
+    "mistral": "mistral-small-latest",
+    "xai": "grok-3-mini",
+}
+
+
+@require_GET
+def healthz(request: HttpRequest) -> HttpResponse:
+    return JsonResponse({"status": "ok"})
+
+
+@login_required
+def home(request: HttpRequest) -> HttpResponse:
+    workspaces = list(selectors.workspaces_for_user(user=request.user))  # type: ignore[arg-type]
+    if not workspaces:
+        return redirect("dashboard:workspace_create")
+    last = request.session.get(LAST_WORKSPACE_SESSION_KEY)
+    chosen = next((ws for ws in workspaces if ws.slug == last), workspaces[0])
+    return redirect("dashboard:overview", chosen.slug)
+
+
+@login_required
+@require_GET
+def switch(request: HttpRequest) -> HttpResponse:
+    slug = request.GET.get("to", "")
+    if any(ws.slug == slug for ws in selectors.workspaces_for_user(user=request.user)):  # type: ignore[arg-type]
+        return redirect("dashboard:overview", slug)
+    return redirect("dashboard:home")
+
+
+@login_required
+def workspace_create(request: HttpRequest) -> HttpResponse:
+    form = WorkspaceForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            workspace = services.workspace_create(
+                name=form.cleaned_data["name"],
+                acting_user=request.user,
+                ip=client_ip(request),  # type: ignore[arg-type]
+            )
+        except ApplicationError as exc:
+            apply_error(form, exc)
+        else:
+            messages.success(request, f"Workspace {workspace.name} created. Next: add a provider key.")
+            return redirect("dashboard:credentials", workspace.slug)
+    return render(request, "dashboard/workspace_create.html", {"form": form})
+
+
+@workspace_view(Perm.WORKSPACE_VIEW)
+def overview(request: HttpRequest, slug: str) -> HttpResponse:
+    workspace = request.workspace  # type: ignore[attr-defined]
+    credentials = list(selectors.provider_credentials_list(workspace=workspace))
+    keys = list(selectors.gateway_keys_list(workspace=workspace, include_revoked=False))
+    return render(
+        request,
+        "dashboard/overview.html",
+        page_context(request, "overview", credentials=credentials, keys=keys),
+    )
+
+
+# --- provider credentials ---------------------------------------------------------------------------------
+
+
+@workspace_view(Perm.CREDENTIALS_VIEW)
+def credentials(request: HttpRequest, slug: str) -> HttpResponse:
+    workspace = request.workspace  # type: ignore[attr-defined]
+    form = CredentialForm(request.POST or None)
+    if request.method == "POST":
+        if not page_context(request, "")["can"]["manage_credentials"]:
+            return forbidden(request, "Your role cannot add provider credentials.")
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                credential = services.provider_credential_create(
+                    workspace=workspace,
+                    provider=data["provider"],
+                    label=data["label"],
+                    secret=data["secret"],
+                    base_url=data["base_url"],
+                    acting_user=request.user,  # type: ignore[arg-type]
+                    ip=client_ip(request),
+                )
+            except ApplicationError as exc:
+                apply_error(form, exc)
+            else:
+                messages.success(request, f"{credential.label} saved: the provider accepted the key.")
+                return redirect("dashboard:credentials", slug)
+    items = selectors.provider_credentials_list(workspace=workspace)
+    return render(request, "dashboard/credentials.html", page_context(request, "credentials", form=form, items=items))
+
+
+@require_POST
+@workspace_view(Perm.CREDENTIALS_MANAGE)
+def credential_rotate(request: HttpRequest, slug: str, credential_id: str) -> HttpResponse:
+    credential = selectors.provider_credential_get(workspace=request.workspace, public_id=credential_id)  # type: ignore[attr-defined]
+    form = RotateCredentialForm(request.POST)
+    if form.is_valid():
+        try:
+            services.provider_credential_rotate(
+                credential=credential,
+                secret=form.cleaned_data["secret"],
+                acting_user=request.user,  # type: ignore[arg-type]
+                ip=client_ip(request),
+            )
+        except ApplicationError as exc:
+            messages.error(request, f"{credential.label}: {exc.message}")
+        else:
+            messages.success(request, f"{credential.label}: key replaced.")
+    else:
+        messages.error(request, "Paste the new key.")
+    return redirect("dashboard:credentials", slug)
+
+
+@require_POST
+@workspace_view(Perm.CREDENTIALS_MANAGE)
+def credential_remove(request: HttpRequest, slug: str, credential_id: str) -> HttpResponse:
+    credential = selectors.provider_credential_get(workspace=request.workspace, public_id=credential_id)  # type: ignore[attr-defined]
+    services.provider_credential_remove(credential=credential, acting_user=request.user, ip=client_ip(request))  # type: ignore[arg-type]
+    messages.success(request, f"{credential.label} removed.")
+    return redirect("dashboard:credentials", slug)
+
+
+# --- gateway keys -----------------------------------------------------------------------------------------
+
+
+@workspace_view(Perm.KEYS_VIEW)
+def keys(request: HttpRequest, slug: str) -> HttpResponse:
+    workspace = request.workspace  # type: ignore[attr-defined]
+    form = GatewayKeyForm(request.POST or None)
+    created = None
+    if request.method == "POST":
+        if not page_context(request, "")["can"]["manage_keys"]:
+            return forbidden(request, "Your role cannot create gateway keys.")
+        if form.is_valid():
+            expires_on = form.cleaned_data["expires_on"]
+            try:
+                key, plaintext = services.gateway_key_create(
+                    workspace=workspace,
+                    name=form.cleaned_data["name"],
+                    expires_at=datetime.combine(expires_on, time.min, tzinfo=UTC) if expires_on else None,
+                    acting_user=request.user,  # type: ignore[arg-type]
+                    ip=client_ip(request),
+                )
+            except ApplicationError as exc:
+                apply_error(form, exc)
+            else:
+                # Rendered in this response only: the plaintext is never stored, in the session or anywhere.
+                created = {"key": key, "plaintext": plaintext}
+                form = GatewayKeyForm()
+    items = selectors.gateway_keys_list(workspace=workspace)
+    response = render(
+        request, "dashboard/keys.html", page_context(request, "keys", form=form, items=items, created=created)
+    )
+    if created:
+        response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_POST
+@workspace_view(Perm.KEYS_MANAGE)
+def key_revoke(request: HttpRequest, slug: str, key_id: str) -> HttpResponse:
+    key = selectors.gateway_key_get(workspace=request.workspace, public_id=key_id)  # type: ignore[attr-defined]
+    services.gateway_key_revoke(key=key, acting_user=request.user, ip=client_ip(request))  # type: ignore[arg-type]
+    messages.success(request, f"Key {key.name} revoked. The proxy refuses it within a second.")
+    return redirect("dashboard:keys", slug)
+
+
+# --- connect -------------------------------------------------------------------------------------------------
+
+
+@workspace_view(Perm.WORKSPACE_VIEW)
+def connect(request: HttpRequest, slug: str) -> HttpResponse:
+    workspace = request.workspace  # type: ignore[attr-defined]
+    credentials = list(selectors.provider_credentials_list(workspace=workspace))
+    model = "openai/gpt-4o-mini"
+    for credential in credentials:
+        if credential.provider in DEMO_MODELS:
+            model = f"{credential.provider}/{DEMO_MODELS[credential.provider]}"
+            break
+    return render(
+        request,
+        "dashboard/connect.html",
+        page_context(
+            request,
+            "connect",
+            base_url=settings.TURNPIKE_PROXY_BASE_URL,
+            model=model,
+            has_credentials=bool(credentials),
+        ),
+    )
+
+
+# --- members -------------------------------------------------------------------------------------------------
+
+
+@workspace_view(Perm.MEMBERS_VIEW)
+def members(request: HttpRequest, slug: str) -> HttpResponse:
+    workspace = request.workspace  # type: ignore[attr-defined]
+    form = InviteForm(request.POST or None)
+    if request.method == "POST":
+        if not page_context(request, "")["can"]["manage_members"]:
+            return forbidden(request, "Your role cannot invite members.")
+        if form.is_valid():
+            try:
+                services.invitation_create(
+                    workspace=workspace,
+                    email=form.cleaned_data["email"],
+                    role=form.cleaned_data["role"],
+                    acting_user=request.user,
+                    ip=client_ip(request),  # type: ignore[arg-type]
+                )
+            except ApplicationError as exc:
+                apply_error(form, exc)
+            else:
+                messages.success(request, f"Invitation sent to {form.cleaned_data['email']}.")
+                return redirect("dashboard:members", slug)
+    context = page_context(
+        request,
+        "members",
+        form=form,
+        items=selectors.memberships_list(workspace=workspace),
+        invitations=selectors.invitations_pending(workspace=workspace),
+        roles=Role.choices,
+    )
+    return render(request, "dashboard/members.html", context)
+
+
+@require_POST
+@workspace_view(Perm.MEMBERS_MANAGE)
+def member_role(request: HttpRequest, slug: str, member_id: str) -> HttpResponse:
+    membership = selectors.membership_get(workspace=request.workspace, membership_id=member_id)  # type: ignore[attr-defined]
+    form = RoleForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose a valid role.")
+        return redirect("dashboard:members", slug)
+    try:
+        services.membership_change_role(
+            membership=membership,
+            role=form.cleaned_data["role"],
+            acting_user=request.user,
+            ip=client_ip(request),  # type: ignore[arg-type]
+        )
+    except ApplicationError as exc:
+        if exc.status_code == 403:
+            return forbidden(request, exc.message)
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"{membership.user.email} is now {Role(form.cleaned_data['role']).label}.")
+    return redirect("dashboard:members", slug)
+
+
+@require_POST
+@workspace_view(Perm.WORKSPACE_VIEW)
+def member_remove(request: HttpRequest, slug: str, member_id: str) -> HttpResponse:
+    """Remove a member (members.manage), or leave the workspace yourself (any role)."""
+    membership = selectors.membership_get(workspace=request.workspace, membership_id=member_id)  # type: ignore[attr-defined]
+    leaving = membership.user_id == request.user.pk
+    try:
+        services.membership_remove(membership=membership, acting_user=request.user, ip=client_ip(request))  # type: ignore[arg-type]
+    except ApplicationError as exc:
+        if exc.status_code == 403:
+            return forbidden(request, exc.message)
+        messages.error(request, exc.message)
+        return redirect("dashboard:members", slug)
+    if leaving:
+        request.session.pop(LAST_WORKSPACE_SESSION_KEY, None)
+        messages.success(request, f"You left {membership.workspace.name}.")
+        return redirect("dashboard:home")
+    messages.success(request, f"{membership.user.email} removed.")
+    return redirect("dashboard:members", slug)
+
+
+@require_POST
+@workspace_view(Perm.MEMBERS_MANAGE)
+def invitation_revoke(request: HttpRequest, slug: str, invitation_id: str) -> HttpResponse:
+    invitation = selectors.invitation_get(workspace=request.workspace, invitation_id=invitation_id)  # type: ignore[attr-defined]
+    services.invitation_revoke(invitation=invitation, acting_user=request.user, ip=client_ip(request))  # type: ignore[arg-type]
+    messages.success(request, f"Invitation for {invitation.email} revoked.")
+    return redirect("dashboard:members", slug)
+
+
+@login_required
+def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
+    invitation = services.invitation_for_token(token=token)
+    if request.method == "POST":
+        try:
+            membership = services.invitation_accept(token=token, user=request.user, ip=client_ip(request))  # type: ignore[arg-type]
+        except ApplicationError as exc:
+            return render(
+                request,
+                "dashboard/invitation.html",
+                {"invitation": invitation, "error": exc.message},
+                status=exc.status_code,
+            )
+        messages.success(request, f"You joined {membership.workspace.name}.")
+        return redirect("dashboard:overview", membership.workspace.slug)
+    error = None
+    if invitation is None or not invitation.is_pending:
+        error = "This invitation is invalid, expired or already used."
+    elif invitation.email.lower() != request.user.email.lower():  # type: ignore[union-attr]
+        error = f"This invitation was sent to {invitation.email}; log in with that address to accept it."
+    return render(
+        request,
+        "dashboard/invitation.html",
+        {"invitation": invitation if not error else None, "error": error},
+        status=404 if error else 200,
+    )
+
+
+# --- settings and audit -----------------------------------------------------------------------------------------
+
+
+@workspace_view(Perm.WORKSPACE_VIEW)
+def workspace_settings(request: HttpRequest, slug: str) -> HttpResponse:
+    workspace = request.workspace  # type: ignore[attr-defined]
+    form = WorkspaceForm(request.POST or None, initial={"name": workspace.name})
+    if request.method == "POST":
+        if not page_context(request, "")["can"]["manage_workspace"]:
+            return forbidden(request, "Your role cannot change workspace settings.")
+        if form.is_valid():
+            try:
+                services.workspace_update(
+                    workspace=workspace, name=form.cleaned_data["name"], acting_user=request.user, ip=client_ip(request)
+                )  # type: ignore[arg-type]
+            except ApplicationError as exc:
+                apply_error(form, exc)
+            else:
+                messages.success(request, "Workspace renamed.")
+                return redirect("dashboard:settings", slug)
+    return render(request, "dashboard/settings.html", page_context(request, "settings", form=form))
+
+
+@workspace_view(Perm.AUDIT_VIEW)
+def audit(request: HttpRequest, slug: str) -> HttpResponse:
+    entries = selectors.audit_log_list(workspace=request.workspace, limit=200)  # type: ignore[attr-defined]
+    return render(request, "dashboard/audit.html", page_context(request, "audit", entries=entries))
