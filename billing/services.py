@@ -11,6 +11,7 @@ from django.utils import timezone
 from billing.models import LedgerEntry, WorkspaceBalance
 from billing.money import usd_to_nanos
 from config.errors import ApplicationError
+from tenants.cache import publish_balance_on_commit
 from tenants.models import User, Workspace
 from tenants.services import audit
 
@@ -53,6 +54,11 @@ def ledger_post(
     balance.version += 1
     balance.updated_at = timezone.now()
     balance.save(update_fields=["balance_nanos", "version", "updated_at"])
+    if kind != LedgerEntry.Kind.USAGE:
+        # Usage debits reach Redis through the ingester's ACK script, atomically with the release of
+        # their pending charges; everything else (grants, top-ups, adjustments) is pushed here, so a
+        # top-up lets a refused workspace through at once rather than after a cache expiry.
+        publish_balance_on_commit(workspace_id, balance.balance_nanos, balance.version)
     return entry, True
 
 

@@ -13,6 +13,7 @@ import redis
 from django.conf import settings
 from django.db import transaction
 
+from proxy import balance
 from proxy.auth import INVALIDATION_CHANNEL, key_doc_key, workspace_doc_key
 
 log = logging.getLogger("turnpike.tenants.cache")
@@ -40,3 +41,17 @@ def invalidate_key_on_commit(key_hash: str) -> None:
 
 def invalidate_workspace_on_commit(workspace_id: int) -> None:
     transaction.on_commit(lambda: _publish(workspace_doc_key(workspace_id), f"ws:{workspace_id}"))
+
+
+def publish_balance_on_commit(workspace_id: int, balance_nanos: int, version: int) -> None:
+    """After the posting commits, move the proxy's view of the ledger balance forward (versioned: an
+    older value never overwrites a newer one). If Redis is unreachable, the proxy fills from Postgres
+    the next time it finds no balance there."""
+
+    def push() -> None:
+        try:
+            _client(settings.REDIS_URL).eval(balance.FILL, 1, balance.bal_key(workspace_id), balance_nanos, version)
+        except redis.RedisError as exc:
+            log.warning("could not publish the balance of workspace %s: %s", workspace_id, exc)
+
+    transaction.on_commit(push)

@@ -1,0 +1,101 @@
+"""What the proxy enforces while serving from its caches: revoked keys and changed credentials take
+effect within a second (pub/sub invalidation, not TTL expiry: the auth TTL here is 10 s), the prepaid
+balance is checked on every request, and a client that walks away mid-stream is still accounted for."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import openai
+import pytest
+
+from billing.services import ledger_grant_post
+from proxy.events import USAGE_STREAM, UsageEvent
+from tenants.services import gateway_key_revoke, provider_credential_remove
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+HI = [{"role": "user", "content": "hi"}]
+MODEL = "openai/gpt-4o-mini"
+
+
+def events(r) -> list[UsageEvent]:
+    return [UsageEvent.from_fields({k.decode(): v.decode() for k, v in f.items()}) for _, f in r.xrange(USAGE_STREAM)]
+
+
+def test_a_revoked_key_is_refused_within_a_second(client, tenant):
+    assert client.chat.completions.create(model=MODEL, messages=HI).choices  # the key is now cached warm
+
+    gateway_key_revoke(key=tenant.key, acting_user=tenant.owner)
+    time.sleep(1.0)
+
+    with pytest.raises(openai.AuthenticationError):
+        client.chat.completions.create(model=MODEL, messages=HI)
+    with pytest.raises(openai.AuthenticationError):
+        client.models.list()
+
+
+def test_a_removed_credential_stops_being_used_within_a_second(client, tenant):
+    assert client.chat.completions.create(model=MODEL, messages=HI).choices
+
+    provider_credential_remove(credential=tenant.credential, acting_user=tenant.owner)
+    time.sleep(1.0)
+
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model=MODEL, messages=HI)
+
+
+def test_an_unfunded_workspace_gets_402_and_a_funded_one_does_not(make_tenant, start_proxy):
+    broke = make_tenant(credit_usd=None)
+    funded = make_tenant(credit_usd="5")
+    proxy = start_proxy()
+
+    with openai.OpenAI(base_url=proxy.base_url, api_key=broke.plaintext, max_retries=0) as sdk:
+        with pytest.raises(openai.APIStatusError) as caught:
+            sdk.chat.completions.create(model=MODEL, messages=HI)
+        assert caught.value.status_code == 402
+        assert caught.value.code == "insufficient_balance"
+        with pytest.raises(openai.APIStatusError):  # streaming is refused before any byte is sent
+            sdk.chat.completions.create(model=MODEL, messages=HI, stream=True)
+
+    with openai.OpenAI(base_url=proxy.base_url, api_key=funded.plaintext, max_retries=0) as sdk:
+        assert sdk.chat.completions.create(model=MODEL, messages=HI).choices
+
+
+def test_a_top_up_lets_a_refused_workspace_through(make_tenant, start_proxy):
+    tenant = make_tenant(credit_usd=None)
+    proxy = start_proxy()
+    with openai.OpenAI(base_url=proxy.base_url, api_key=tenant.plaintext, max_retries=0) as sdk:
+        with pytest.raises(openai.APIStatusError):
+            sdk.chat.completions.create(model=MODEL, messages=HI)
+        ledger_grant_post(workspace=tenant.workspace, amount_usd="1", idempotency_key="late-top-up")
+        time.sleep(0.2)
+        assert sdk.chat.completions.create(model=MODEL, messages=HI).choices
+
+
+def test_a_client_that_disconnects_mid_stream_is_still_recorded_as_estimated(proxy, tenant, r):
+    body = {"model": f"{MODEL}@words=400;chunk_delay=20", "messages": HI, "stream": True}
+    headers = {"authorization": f"Bearer {tenant.plaintext}"}
+    received = b""
+    with (
+        httpx.Client(timeout=10) as http,
+        http.stream("POST", f"{proxy.base_url}/chat/completions", json=body, headers=headers) as response,
+    ):
+        assert response.status_code == 200
+        request_id = response.headers["x-request-id"]
+        for piece in response.iter_raw():
+            received += piece
+            if received.count(b"data: ") >= 5:
+                break  # hang up after a few chunks, long before the 400 words are done
+
+    deadline = time.monotonic() + 5
+    while not r.xlen(USAGE_STREAM) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proxy.drain()
+    (event,) = events(r)
+    assert event.request_id == request_id
+    assert event.stream and event.estimated
+    assert event.error_code == "client_disconnected"
+    assert 0 < event.output_tokens < 400  # counted locally from what was streamed, not the whole answer
+    assert event.input_tokens > 0
