@@ -39,6 +39,17 @@ class GatewayKeyForm(forms.Form):
         widget=forms.DateInput(attrs={"type": "date"}),
         help_text="Optional. The key stops working at the start of this day (UTC).",
     )
+    allowed_models = forms.CharField(
+        label="Allowed models",
+        required=False,
+        max_length=4000,
+        widget=forms.TextInput(attrs={"placeholder": "openai/gpt-4o-mini, anthropic/*"}),
+        help_text="Optional. Comma-separated model ids or patterns; empty allows every model.",
+    )
+
+    def clean_allowed_models(self) -> list[str]:
+        raw = self.cleaned_data.get("allowed_models") or ""
+        return [part.strip() for part in raw.replace("\n", ",").split(",") if part.strip()]
 
 
 class InviteForm(forms.Form):

@@ -168,6 +168,7 @@ def keys(request: HttpRequest, slug: str) -> HttpResponse:
                     workspace=workspace,
                     name=form.cleaned_data["name"],
                     expires_at=datetime.combine(expires_on, time.min, tzinfo=UTC) if expires_on else None,
+                    allowed_models=form.cleaned_data["allowed_models"],
                     acting_user=request.user,  # type: ignore[arg-type]
                     ip=client_ip(request),
                 )

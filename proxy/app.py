@@ -151,7 +151,11 @@ class ProxyApp:
                 ids.append((f"{provider}/{model}", provider))
         body: dict[str, Any] = {
             "object": "list",
-            "data": [{"id": model_id, "object": "model", "created": 0, "owned_by": owner} for model_id, owner in ids],
+            "data": [
+                {"id": model_id, "object": "model", "created": 0, "owned_by": owner}
+                for model_id, owner in ids
+                if key.allows(model_id)
+            ],
         }
         await send_bytes(send, 200, orjson.dumps(body), headers=[(b"x-request-id", request_id.encode())])
 

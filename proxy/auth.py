@@ -24,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from fnmatch import fnmatchcase
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -93,9 +94,16 @@ class KeyContext:
     workspace_id: int
     expires_at: float | None  # unix seconds
     workspace: WorkspaceContext
+    allowed_models: tuple[str, ...] = ()  # model ids / glob patterns; empty = any model
 
     def expired(self, now: float | None = None) -> bool:
         return self.expires_at is not None and (now or time.time()) >= self.expires_at
+
+    def allows(self, *model_ids: str) -> bool:
+        """Whether this key may call a model known by any of `model_ids` (e.g. `openai/gpt-4o` and `gpt-4o`)."""
+        if not self.allowed_models:
+            return True
+        return any(fnmatchcase(m, pattern) for m in model_ids for pattern in self.allowed_models)
 
 
 class _TTLCache:
@@ -168,6 +176,7 @@ class KeyResolver:
             workspace_id=doc["workspace_id"],
             expires_at=expires_at,
             workspace=workspace,
+            allowed_models=tuple(doc.get("allowed_models") or ()),
         )
 
     async def workspace(self, workspace_id: int) -> WorkspaceContext:
@@ -267,6 +276,7 @@ class KeyResolver:
                     "workspace_id": row.workspace_id,
                     "expires_at": row.expires_at.timestamp() if row.expires_at else None,
                     "revoked": row.revoked_at is not None,
+                    "allowed_models": list(row.allowed_models or []),
                 }
                 await self._redis_set(key_doc_key(key_hash), doc, self._redis_doc_ttl)
         return None if doc.get("missing") else doc

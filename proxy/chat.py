@@ -128,6 +128,14 @@ class ChatCompletions:
                 catalog=self.rt.catalog,
                 base_url_overrides=self.rt.config.provider_base_urls,
             )
+            if not key.allows(
+                body["model"], f"{route.provider}/{route.model}", f"{route.credential.slug}/{route.model}"
+            ):
+                raise ProxyError.forbidden(
+                    f"This Turnpike key may not call `{body['model']}`; its allowed models are "
+                    f"{', '.join(key.allowed_models)}.",
+                    code="model_not_allowed",
+                )
             spec = get_spec(route.provider)
             if spec.family != "openai":
                 raise ProxyError.invalid_request(

@@ -79,8 +79,8 @@ class ProxyError(Exception):
         )
 
     @classmethod
-    def forbidden(cls, message: str) -> ProxyError:
-        return cls(403, message, type="permission_denied", code="permission_denied")
+    def forbidden(cls, message: str, *, code: str = "permission_denied") -> ProxyError:
+        return cls(403, message, type="permission_denied", code=code, param="model")
 
     @classmethod
     def model_not_found(cls, message: str) -> ProxyError:

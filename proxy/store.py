@@ -19,6 +19,7 @@ from billing.pricing import Price
 
 KEY_SQL = """
 SELECT k.id AS key_id, k.public_id::text AS key_public_id, k.name AS key_name, k.expires_at, k.revoked_at,
+       k.allowed_models,
        w.id AS workspace_id, w.public_id::text AS workspace_public_id, w.slug AS workspace_slug
 FROM tenants_gatewaykey k JOIN tenants_workspace w ON w.id = k.workspace_id
 WHERE k.key_hash = %s
@@ -71,6 +72,7 @@ class KeyRow:
     workspace_id: int
     workspace_public_id: str
     workspace_slug: str
+    allowed_models: list[str]
 
 
 @dataclass(frozen=True, slots=True)

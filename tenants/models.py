@@ -200,6 +200,11 @@ class GatewayKey(models.Model):
     revoked_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    allowed_models = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Model ids or glob patterns (`openai/*`, `anthropic/claude-*`) this key may call; empty = any.",
+    )
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"

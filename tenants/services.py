@@ -8,6 +8,7 @@ dashboard and management commands share one rule set.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from datetime import datetime, timedelta
 from typing import Any
@@ -321,6 +322,31 @@ def provider_credential_secret(*, credential: ProviderCredential) -> str:
 # --- gateway keys -------------------------------------------------------------------------------------------
 
 
+MAX_MODEL_PATTERNS = 100
+_MODEL_PATTERN = re.compile(r"^[A-Za-z0-9*?._:@/-]{1,200}$")
+
+
+def clean_model_patterns(patterns: list[str]) -> list[str]:
+    """Model ids or glob patterns, deduplicated in order; a clear error names the first bad one."""
+    cleaned: list[str] = []
+    for raw in patterns:
+        pattern = str(raw).strip()
+        if not pattern:
+            continue
+        if not _MODEL_PATTERN.match(pattern):
+            raise ApplicationError(
+                f"{pattern[:60]!r} is not a model id or pattern (letters, digits, . _ - : @ / and the wildcards * ?).",
+                extra={"field": "allowed_models"},
+            )
+        if pattern not in cleaned:
+            cleaned.append(pattern)
+    if len(cleaned) > MAX_MODEL_PATTERNS:
+        raise ApplicationError(
+            f"A key can list at most {MAX_MODEL_PATTERNS} models or patterns.", extra={"field": "allowed_models"}
+        )
+    return cleaned
+
+
 @transaction.atomic
 def gateway_key_create(
     *,
@@ -328,13 +354,16 @@ def gateway_key_create(
     name: str,
     acting_user: User,
     expires_at: datetime | None = None,
+    allowed_models: list[str] | None = None,
     ip: str | None = None,
 ) -> tuple[GatewayKey, str]:
-    """Create a key; returns (row, plaintext). The plaintext is never stored and cannot be shown again."""
+    """Create a key; returns (row, plaintext). The plaintext is never stored and cannot be shown again.
+    `allowed_models` restricts the key to these model ids / glob patterns (empty: any model)."""
     require_permission(workspace=workspace, user=acting_user, perm=Perm.KEYS_MANAGE)
     name = (name or "").strip()
     if not name or len(name) > 100:
         raise ApplicationError("A key name must be 1 to 100 characters.", extra={"field": "name"})
+    patterns = clean_model_patterns(allowed_models or [])
     if expires_at is not None and expires_at <= timezone.now():
         raise ApplicationError("The expiry must be in the future.", extra={"field": "expires_at"})
     plaintext = GATEWAY_KEY_PREFIX + secrets.token_urlsafe(GATEWAY_KEY_RANDOM_BYTES)
@@ -345,6 +374,7 @@ def gateway_key_create(
         key_hash=hash_token(plaintext),
         created_by=acting_user,
         expires_at=expires_at,
+        allowed_models=patterns,
     )
     audit(
         workspace=workspace,
@@ -352,7 +382,7 @@ def gateway_key_create(
         action="key.created",
         target=key,
         ip=ip,
-        metadata={"expires_at": expires_at.isoformat() if expires_at else None},
+        metadata={"expires_at": expires_at.isoformat() if expires_at else None, "allowed_models": patterns},
     )
     invalidate_key_on_commit(key.key_hash)  # drops a cached "unknown key" answer for this hash
     return key, plaintext

@@ -158,3 +158,18 @@ def test_failed_requests_are_recorded_with_their_status_and_no_charge(client, pr
     proxy.drain()
     (event,) = stream_events(r)
     assert event.status == 429 and event.charge_nanos == 0 and event.error_code
+
+
+def test_a_key_limited_to_some_models_gets_403_for_others(proxy, tenant):
+    from tenants.services import gateway_key_create
+
+    _, limited = gateway_key_create(
+        workspace=tenant.workspace, name="mini only", allowed_models=["openai/gpt-4o-mini"], acting_user=tenant.owner
+    )
+    with openai.OpenAI(base_url=proxy.base_url, api_key=limited, max_retries=0) as sdk:
+        assert sdk.chat.completions.create(model="openai/gpt-4o-mini", messages=HI).choices
+        assert sdk.chat.completions.create(model="gpt-4o-mini", messages=HI).choices  # same model, bare name
+        with pytest.raises(openai.PermissionDeniedError) as caught:
+            sdk.chat.completions.create(model="openai/gpt-4o", messages=HI)
+        assert caught.value.code == "model_not_allowed"
+        assert [m.id for m in sdk.models.list()] == ["openai/gpt-4o-mini"]

@@ -102,3 +102,25 @@ def test_key_needs_a_sensible_name(workspace, owner, name):
     with pytest.raises(ApplicationError, match="name"):
         gateway_key_create(workspace=workspace, name=name, acting_user=owner)
     assert not GatewayKey.objects.exists()
+
+
+def test_allowed_models_are_cleaned_and_audited(workspace, owner):
+    key, _ = gateway_key_create(
+        workspace=workspace,
+        name="scoped",
+        allowed_models=[" openai/* ", "", "anthropic/claude-*", "openai/*"],
+        acting_user=owner,
+    )
+    assert key.allowed_models == ["openai/*", "anthropic/claude-*"]
+    assert AuditLog.objects.get(action="key.created", target_id=str(key.public_id)).metadata["allowed_models"] == [
+        "openai/*",
+        "anthropic/claude-*",
+    ]
+
+
+@pytest.mark.parametrize("bad", ["openai/gpt 4o", "x" * 201, "<script>"])
+def test_bad_model_patterns_are_refused_with_nothing_created(workspace, owner, bad):
+    with pytest.raises(ApplicationError) as caught:
+        gateway_key_create(workspace=workspace, name="scoped", allowed_models=[bad], acting_user=owner)
+    assert caught.value.extra["field"] == "allowed_models"
+    assert not GatewayKey.objects.filter(name="scoped").exists()
