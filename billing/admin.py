@@ -1,6 +1,7 @@
 from django.contrib import admin
 
 from billing.models import LedgerEntry, ModelPrice, Plan, WorkspaceModelPrice
+from tenants.services import plans_changed
 
 
 @admin.register(LedgerEntry)
@@ -22,6 +23,10 @@ class LedgerEntryAdmin(admin.ModelAdmin):
 @admin.register(Plan)
 class PlanAdmin(admin.ModelAdmin):
     list_display = ["name", "code", "byok_fee_rate", "managed_markup_rate", "is_default"]
+
+    def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
+        super().save_model(request, obj, form, change)
+        plans_changed()  # cached charge rates of every workspace are stale
 
 
 @admin.register(ModelPrice)

@@ -42,6 +42,7 @@ class ProxyApp:
         self.rt: Runtime | None = None
         self._chat: ChatCompletions | None = None
         self._discovered: dict[int, tuple[float, list[str]]] = {}
+        self.active_requests = 0  # HTTP requests being handled now (graceful shutdown, tests)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -51,6 +52,7 @@ class ProxyApp:
             return
         request_id = new_request_id()
         method, path = scope["method"], scope["path"]
+        self.active_requests += 1
         try:
             if path == "/v1/chat/completions" and method == "POST":
                 await self._chat_completions(scope, receive, send, request_id)
@@ -73,6 +75,8 @@ class ProxyApp:
                 ProxyError(500, "Internal error in the gateway.", type="api_error", code="internal_error"),
                 request_id=request_id,
             )
+        finally:
+            self.active_requests -= 1
 
     # --- lifespan ------------------------------------------------------------------------------------
 

@@ -294,6 +294,7 @@ class KeyResolver:
         prices = await self._store.workspace_prices(workspace_id)
         # The workspace public id is needed to unwrap the data key (it is the associated data).
         row = await self._store.workspace(workspace_id)
+        managed = await self._store.platform_credentials() if row.managed_access else []
         return {
             "workspace_id": workspace_id,
             "workspace_public_id": row.public_id,
@@ -315,6 +316,20 @@ class KeyResolver:
                 for c in credentials
             ],
             "prices": [[provider, model, price.as_dict()] for (provider, model), price in prices.items()],
+            # managed credentials travel as ciphertext too, each with its own wrapped data key
+            "managed": [
+                {
+                    "id": m.id,
+                    "public_id": m.public_id,
+                    "provider": m.provider,
+                    "label": m.label,
+                    "base_url": m.base_url,
+                    "master_key_id": m.master_key_id,
+                    "wrapped": base64.b64encode(m.wrapped_key).decode(),
+                    "ciphertext": base64.b64encode(m.secret_ciphertext).decode(),
+                }
+                for m in managed
+            ],
         }
 
     def _decrypt_workspace(self, doc: dict[str, Any]) -> WorkspaceContext:
@@ -345,6 +360,35 @@ class KeyResolver:
                         secret=secret,
                     )
                 )
+        own = {c.provider for c in credentials}
+        for m in doc.get("managed", []):
+            if m["provider"] in own:
+                continue  # the workspace's own key always wins (BYOK)
+            try:
+                dek = crypto.unwrap_data_key(
+                    master_key_id=m["master_key_id"],
+                    wrapped=base64.b64decode(m["wrapped"]),
+                    workspace_public_id=f"platform:{m['public_id']}",
+                    ring=self._keyring,
+                )
+                secret = crypto.decrypt_secret(
+                    dek=dek, ciphertext=base64.b64decode(m["ciphertext"]), credential_public_id=m["public_id"]
+                )
+            except crypto.CryptoError:
+                log.error("managed credential %s does not decrypt; skipped", m["id"])
+                continue
+            credentials.append(
+                Credential(
+                    id=m["id"],
+                    public_id=m["public_id"],
+                    provider=m["provider"],
+                    slug=m["provider"],
+                    label=m["label"],
+                    base_url=m["base_url"],
+                    secret=secret,
+                    kind="managed",
+                )
+            )
         prices = {(p, m): Price.from_dict(price) for p, m, price in doc.get("prices", [])}
         return WorkspaceContext(
             workspace_id=doc["workspace_id"],

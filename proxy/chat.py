@@ -362,7 +362,7 @@ class ChatCompletions:
             workspace_id=key.workspace_id,
             key_id=key.key_id,
             provider=route.provider if route else "",
-            credential_id=route.credential.id if route else None,
+            credential_id=route.credential.id if route and route.credential.kind == "byok" else None,
             credential_kind=route.credential.kind if route else "",
             model_requested=str(body.get("model", ""))[:200],
             model_served=(outcome.model_served or (route.model if route else ""))[:200],

@@ -35,13 +35,20 @@ ORDER BY created_at, id
 DATA_KEY_SQL = "SELECT master_key_id, wrapped_key FROM tenants_workspacedatakey WHERE workspace_id = %s"
 
 WORKSPACE_SQL = """
-SELECT w.public_id::text AS public_id,
+SELECT w.public_id::text AS public_id, w.managed_access,
        COALESCE(p.byok_fee_rate, d.byok_fee_rate, 0) AS byok_fee_rate,
        COALESCE(p.managed_markup_rate, d.managed_markup_rate, 0) AS managed_markup_rate
 FROM tenants_workspace w
 LEFT JOIN billing_plan p ON p.id = w.plan_id
 LEFT JOIN billing_plan d ON d.is_default
 WHERE w.id = %s
+"""
+
+PLATFORM_CREDENTIALS_SQL = """
+SELECT id, public_id::text AS public_id, provider, label, base_url, master_key_id, wrapped_key, secret_ciphertext
+FROM tenants_platformcredential
+WHERE is_active
+ORDER BY id
 """
 
 BALANCE_SQL = "SELECT balance_nanos, version FROM billing_workspacebalance WHERE workspace_id = %s"
@@ -80,6 +87,19 @@ class WorkspaceRow:
     public_id: str
     byok_fee_rate: Decimal
     managed_markup_rate: Decimal
+    managed_access: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformCredentialRow:
+    id: int
+    public_id: str
+    provider: str
+    label: str
+    base_url: str
+    master_key_id: str
+    wrapped_key: bytes
+    secret_ciphertext: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +179,21 @@ class Store:
             public_id=rows[0]["public_id"],
             byok_fee_rate=Decimal(rows[0]["byok_fee_rate"]),
             managed_markup_rate=Decimal(rows[0]["managed_markup_rate"]),
+            managed_access=bool(rows[0]["managed_access"]),
         )
+
+    async def platform_credentials(self) -> list[PlatformCredentialRow]:
+        rows = await self._fetch(PLATFORM_CREDENTIALS_SQL, ())
+        return [
+            PlatformCredentialRow(
+                **{
+                    **row,
+                    "wrapped_key": bytes(row["wrapped_key"]),
+                    "secret_ciphertext": bytes(row["secret_ciphertext"]),
+                }
+            )
+            for row in rows
+        ]
 
     async def balance(self, workspace_id: int) -> tuple[int, int]:
         """(ledger balance in nano-USD, version); (0, 0) for a workspace that never had a posting."""

@@ -1,9 +1,21 @@
 """Django admin for platform operators. Secrets are never shown: ciphertexts and hashes are excluded."""
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 
-from tenants.models import AuditLog, GatewayKey, Invitation, Membership, ProviderCredential, User, Workspace
+from config.errors import ApplicationError
+from tenants import services
+from tenants.models import (
+    AuditLog,
+    GatewayKey,
+    Invitation,
+    Membership,
+    PlatformCredential,
+    ProviderCredential,
+    User,
+    Workspace,
+)
 
 
 @admin.register(User)
@@ -28,10 +40,71 @@ class MembershipInline(admin.TabularInline):
 
 @admin.register(Workspace)
 class WorkspaceAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "created_at"]
+    list_display = ["name", "slug", "plan", "managed_access", "created_at"]
+    list_filter = ["plan", "managed_access"]
     search_fields = ["name", "slug"]
     readonly_fields = ["public_id", "created_at"]
     inlines = [MembershipInline]
+
+    def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
+        if change:
+            services.workspace_billing_update(workspace=obj, fields=list(form.changed_data) or ["name"])
+        else:
+            super().save_model(request, obj, form, change)
+
+
+class PlatformCredentialForm(forms.ModelForm):
+    base_url = forms.CharField(
+        label="Base URL",
+        required=False,
+        max_length=500,
+        help_text="Empty: the provider's public API. OpenAI-format providers include the version path (…/v1).",
+    )
+    secret = forms.CharField(
+        label="API key",
+        required=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="Required when adding; leave empty to keep the current key. Checked live against the provider.",
+    )
+
+    class Meta:
+        model = PlatformCredential
+        fields = ["provider", "label", "base_url", "is_active"]
+
+    def clean(self):  # type: ignore[no-untyped-def]
+        cleaned = super().clean()
+        credential = self.instance
+        for name in ("provider", "label", "base_url", "is_active"):
+            if name in cleaned:
+                setattr(credential, name, cleaned[name])
+        try:
+            # validate and encrypt here, so a rejected key is shown on the form and nothing is saved
+            self._saved = services.platform_credential_save(credential=credential, secret=cleaned.get("secret", ""))
+        except ApplicationError as exc:
+            field = exc.extra.get("field")
+            self.add_error(field if field in self.fields else None, exc.message)
+        return cleaned
+
+
+@admin.register(PlatformCredential)
+class PlatformCredentialAdmin(admin.ModelAdmin):
+    """Managed credentials: the platform's own provider keys, used by workspaces with managed access and
+    charged at provider cost x (1 + the plan's managed markup)."""
+
+    form = PlatformCredentialForm
+    list_display = ["label", "provider", "masked_secret", "is_active", "updated_at"]
+    list_filter = ["provider", "is_active"]
+    readonly_fields = ["public_id", "secret_last4", "created_at", "updated_at"]
+
+    @admin.display(description="Key")
+    def masked_secret(self, obj: PlatformCredential) -> str:
+        return f"…{obj.secret_last4}"
+
+    def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
+        messages.info(request, "Proxy workers pick up the change within a second.")  # saved in form.clean
+
+    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False  # usage events refer to what served them: deactivate instead
 
 
 @admin.register(ProviderCredential)

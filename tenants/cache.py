@@ -55,3 +55,25 @@ def publish_balance_on_commit(workspace_id: int, balance_nanos: int, version: in
             log.warning("could not publish the balance of workspace %s: %s", workspace_id, exc)
 
     transaction.on_commit(push)
+
+
+def invalidate_all_workspaces_on_commit() -> None:
+    """After a platform-wide change (a plan's rates, a managed credential): drop every cached
+    workspace document and tell every proxy worker to drop its in-process entries."""
+
+    def drop() -> None:
+        try:
+            client = _client(settings.REDIS_URL)
+            batch: list[bytes] = []
+            for name in client.scan_iter(match=workspace_doc_key(0)[:-1] + "*", count=1000):
+                batch.append(name)
+                if len(batch) >= 500:
+                    client.delete(*batch)
+                    batch.clear()
+            if batch:
+                client.delete(*batch)
+            client.publish(INVALIDATION_CHANNEL, "all")
+        except redis.RedisError as exc:
+            log.warning("could not invalidate workspace documents: %s (proxy entries expire by TTL)", exc)
+
+    transaction.on_commit(drop)

@@ -73,6 +73,11 @@ class Workspace(models.Model):
         related_name="workspaces",
         help_text="Empty: the default plan.",
     )
+    managed_access = models.BooleanField(
+        default=False,
+        help_text="May use the platform-managed provider credentials (charged at cost x (1 + managed markup)) "
+        "for providers it has no key of its own for.",
+    )
 
     def __str__(self) -> str:
         return self.name
@@ -237,3 +242,32 @@ class AuditLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor_email} {self.action} {self.target_repr}"
+
+
+class PlatformCredential(models.Model):
+    """A provider key owned by the platform (a "managed" credential), configured by operators in Django
+    admin and used for workspaces with `managed_access` that have no key of their own for the provider.
+    Platform-level, not tenant data: it has its own data key, wrapped by the master key, and the secret
+    is AES-GCM encrypted under it; only the last 4 characters are ever shown again."""
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    provider = models.CharField(max_length=32, choices=ProviderType.choices)
+    label = models.CharField(max_length=100)
+    base_url = models.URLField(max_length=500, blank=True)
+    master_key_id = models.CharField(max_length=64)
+    wrapped_key = models.BinaryField()
+    secret_ciphertext = models.BinaryField()
+    secret_last4 = models.CharField(max_length=4)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider"], condition=models.Q(is_active=True), name="one_active_platform_credential"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.label} ({self.get_provider_display()}, …{self.secret_last4})"

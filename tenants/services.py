@@ -23,12 +23,17 @@ from config.errors import ApplicationError, PermissionDenied
 from proxy.providers.credential_check import check_credential, validate_base_url
 from proxy.providers.registry import get_spec
 from tenants import crypto
-from tenants.cache import invalidate_key_on_commit, invalidate_workspace_on_commit
+from tenants.cache import (
+    invalidate_all_workspaces_on_commit,
+    invalidate_key_on_commit,
+    invalidate_workspace_on_commit,
+)
 from tenants.models import (
     AuditLog,
     GatewayKey,
     Invitation,
     Membership,
+    PlatformCredential,
     ProviderCredential,
     ProviderType,
     User,
@@ -140,10 +145,22 @@ def _workspace_dek(workspace: Workspace) -> bytes:
 
 
 def master_key_rotate(*, batch_size: int = 500) -> int:
-    """Re-wrap every workspace data key not wrapped by the active master key. Idempotent and
-    resumable: each row is re-wrapped in its own short transaction under a row lock."""
+    """Re-wrap every data key (workspaces' and platform credentials') not wrapped by the active master
+    key. Idempotent and resumable: each row is re-wrapped in its own short transaction under a row lock."""
     active, _ = crypto.keyring()
     rewrapped = 0
+    for pk in PlatformCredential.objects.exclude(master_key_id=active.key_id).values_list("pk", flat=True):
+        with transaction.atomic():
+            platform = PlatformCredential.objects.select_for_update().get(pk=pk)
+            if platform.master_key_id == active.key_id:
+                continue
+            aad = platform_key_aad(platform)
+            dek = crypto.unwrap_data_key(
+                master_key_id=platform.master_key_id, wrapped=bytes(platform.wrapped_key), workspace_public_id=aad
+            )
+            platform.master_key_id, platform.wrapped_key = crypto.wrap_data_key(dek=dek, workspace_public_id=aad)
+            platform.save(update_fields=["master_key_id", "wrapped_key"])
+            rewrapped += 1
     while True:
         ids = list(
             WorkspaceDataKey.objects.exclude(master_key_id=active.key_id).values_list("pk", flat=True)[:batch_size]
@@ -317,6 +334,78 @@ def provider_credential_secret(*, credential: ProviderCredential) -> str:
         ciphertext=bytes(credential.secret_ciphertext),
         credential_public_id=str(credential.public_id),
     )
+
+
+# --- platform-managed credentials (operators, through Django admin) -----------------------------------------
+
+
+def platform_key_aad(credential: PlatformCredential) -> str:
+    """What a platform credential's data key is bound to (never the same as any workspace's)."""
+    return f"platform:{credential.public_id}"
+
+
+@transaction.atomic
+def platform_credential_save(
+    *,
+    credential: PlatformCredential,
+    secret: str = "",
+    validate: bool = True,
+) -> PlatformCredential:
+    """Create or update a managed credential. A new secret (required on creation) is checked live
+    against the provider, then encrypted under the credential's own data key. Every proxy worker
+    drops its cached workspaces, so the change applies within a second."""
+    if credential.provider not in ProviderType.values:
+        raise ApplicationError(f"Unknown provider type {credential.provider!r}.", extra={"field": "provider"})
+    credential.label = (credential.label or "").strip() or get_spec(credential.provider).label
+    credential.base_url = _clean_base_url(provider=credential.provider, base_url=credential.base_url or "")
+    if credential.pk is None and not secret:
+        raise ApplicationError("A managed credential needs its API key.", extra={"field": "secret"})
+    if secret:
+        secret = _clean_secret(secret)
+        if validate:
+            _check_live(provider=credential.provider, base_url=credential.base_url, secret=secret)
+        dek = crypto.new_data_key()
+        aad = platform_key_aad(credential)
+        credential.master_key_id, credential.wrapped_key = crypto.wrap_data_key(dek=dek, workspace_public_id=aad)
+        credential.secret_ciphertext = crypto.encrypt_secret(
+            dek=dek, secret=secret, credential_public_id=str(credential.public_id)
+        )
+        credential.secret_last4 = secret[-4:]
+    if credential.is_active:
+        clash = PlatformCredential.objects.filter(provider=credential.provider, is_active=True)
+        if clash.exclude(pk=credential.pk).exists():
+            raise ApplicationError(
+                "Another active managed credential serves this provider; deactivate it first.",
+                extra={"field": "is_active"},
+            )
+    credential.updated_at = timezone.now()
+    credential.save()
+    invalidate_all_workspaces_on_commit()
+    return credential
+
+
+def platform_credential_secret(*, credential: PlatformCredential) -> str:
+    dek = crypto.unwrap_data_key(
+        master_key_id=credential.master_key_id,
+        wrapped=bytes(credential.wrapped_key),
+        workspace_public_id=platform_key_aad(credential),
+    )
+    return crypto.decrypt_secret(
+        dek=dek, ciphertext=bytes(credential.secret_ciphertext), credential_public_id=str(credential.public_id)
+    )
+
+
+@transaction.atomic
+def workspace_billing_update(*, workspace: Workspace, fields: list[str]) -> Workspace:
+    """Save an operator's change to a workspace's plan or managed access, and re-read it in the proxy."""
+    workspace.save(update_fields=fields)
+    invalidate_workspace_on_commit(workspace.pk)
+    return workspace
+
+
+def plans_changed() -> None:
+    """A plan's rates changed (operators): every workspace's cached charge rates are stale."""
+    invalidate_all_workspaces_on_commit()
 
 
 # --- gateway keys -------------------------------------------------------------------------------------------

@@ -129,11 +129,13 @@ class RunningProxy:
         return f"{self.server.url}/v1"
 
     def drain(self, timeout: float = 5.0) -> None:
-        """Wait until every usage event the proxy scheduled has been written to Redis (or spooled)."""
+        """Wait until every request has finished (the client may see its response before the proxy has
+        scheduled the usage event) and every event is written to Redis (or spooled)."""
         assert self.app.rt is not None
         deadline = time.monotonic() + timeout
-        while self.app.rt.emitter._tasks and time.monotonic() < deadline:
+        while (self.app.active_requests or self.app.rt.emitter._tasks) and time.monotonic() < deadline:
             time.sleep(0.01)
+        assert not self.app.active_requests, "requests still running"
         assert not self.app.rt.emitter._tasks, "usage emission did not finish"
 
 

@@ -34,6 +34,7 @@ NOT_TENANT_OWNED: dict[str, str] = {
     "tenants.Workspace": "the tenant itself",
     "billing.ModelPrice": "the published, platform-wide price catalog, the same for every workspace",
     "billing.Plan": "a platform-wide offer configured by operators; workspaces refer to a plan, not own it",
+    "tenants.PlatformCredential": "the platform's own provider keys (managed credentials), shared by workspaces",
 }
 
 
