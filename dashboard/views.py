@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from billing import selectors as billing_selectors
 from config.errors import ApplicationError
 from dashboard.access import (
     LAST_WORKSPACE_SESSION_KEY,
@@ -81,10 +83,26 @@ def overview(request: HttpRequest, slug: str) -> HttpResponse:
     workspace = request.workspace  # type: ignore[attr-defined]
     credentials = list(selectors.provider_credentials_list(workspace=workspace))
     keys = list(selectors.gateway_keys_list(workspace=workspace, include_revoked=False))
+    balance_nanos, _ = billing_selectors.workspace_balance(workspace_id=workspace.pk)
+    since = timezone.now() - timedelta(hours=24)
+    by_model = billing_selectors.usage_by_model(workspace=workspace, since=since)
     return render(
         request,
         "dashboard/overview.html",
-        page_context(request, "overview", credentials=credentials, keys=keys),
+        page_context(
+            request,
+            "overview",
+            credentials=credentials,
+            keys=keys,
+            balance_nanos=balance_nanos,
+            by_model=by_model,
+            totals={
+                "requests": sum(m.requests for m in by_model),
+                "unpriced": sum(m.unpriced for m in by_model),
+                "charge_nanos": sum(m.charge_nanos for m in by_model),
+            },
+            recent=billing_selectors.usage_events_recent(workspace=workspace, limit=20),
+        ),
     )
 
 
