@@ -369,6 +369,8 @@ def seed(env: dict[str, str]) -> dict[str, object]:
                 f"http://127.0.0.1:{FAKE_PROVIDER_PORT}/v1",
                 "--credit-usd",
                 "25",
+                "--plan",
+                "dev-demo",
                 "--key-name",
                 "make dev",
                 "--json",
@@ -418,7 +420,15 @@ def banner(data: dict[str, object]) -> None:
     )
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_dev() -> int:
+    # Ctrl-C, and also SIGTERM (a closed terminal, a supervisor), stop every process and the services we
+    # started; SIGINT may arrive ignored when launched in the background, so install the handlers.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     services = Services()
     try:
         values = write_env_file(services.up())
@@ -426,6 +436,7 @@ def cmd_dev() -> int:
         manage(["migrate", "--noinput", "-v", "0"], env)
         manage(["collectstatic", "--noinput", "-v", "0"], env)
         manage(["load_price_catalog"], env, stdout=subprocess.DEVNULL)
+        manage(["loaddata", "dev_plans", "-v", "0"], env)  # a demo plan with a BYOK fee: debits show
         banner(seed(env))
         honcho = str(ROOT / ".venv" / "bin" / "honcho")
         proc = subprocess.Popen([honcho, "start", "-f", "Procfile"], cwd=ROOT, env=env)

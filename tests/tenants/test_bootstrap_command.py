@@ -264,3 +264,18 @@ def test_successful_run_prints_json_with_a_key_of_the_new_workspace(transactiona
     assert ledger_balance_nanos(workspace=key.workspace) == 10_000_000_000
     assert EmailAddress.objects.get(email="sub@example.com").verified
     assert ProviderCredential.objects.get(workspace=key.workspace).secret_last4 == FAKE_KEY[-4:]
+
+
+def test_plan_puts_the_workspace_on_an_existing_plan(db):
+    from billing.models import Plan
+
+    call_command("loaddata", "dev_plans", verbosity=0)
+    data = bootstrap("--email", "p@example.com", "--workspace", "Planned", "--plan", "dev-demo")
+    assert data["plan"] == "dev-demo"
+    assert Workspace.objects.get(slug=data["workspace"]).plan == Plan.objects.get(code="dev-demo")
+
+
+def test_unknown_plan_is_refused_before_anything_is_created(db):
+    with pytest.raises(CommandError, match="does not exist"):
+        bootstrap("--email", "np@example.com", "--workspace", "Nope", "--plan", "gold")
+    assert not User.objects.filter(email="np@example.com").exists()

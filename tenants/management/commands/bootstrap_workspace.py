@@ -1,7 +1,7 @@
 """Scripted setup: a user, a workspace, optionally a provider credential and credit, and a fresh key.
 
     python manage.py bootstrap_workspace --email E --workspace NAME \
-        [--provider TYPE --provider-key K [--provider-base-url URL]] [--credit-usd N] [--json]
+        [--provider TYPE --provider-key K [--provider-base-url URL]] [--credit-usd N] [--plan CODE] [--json]
 
 Re-running is safe: the user, workspace, credential and grant are reused; only the gateway key is new
 (a key's plaintext cannot be shown twice, so each run mints one).
@@ -21,6 +21,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.validators import validate_email
 from django.db import transaction
 
+from billing.models import Plan
 from billing.money import nanos_to_usd, usd_to_nanos
 from billing.selectors import ledger_balance_nanos
 from billing.services import ledger_grant_post
@@ -32,6 +33,7 @@ from tenants.services import (
     provider_credential_create,
     provider_credential_rotate,
     provider_credential_secret,
+    workspace_billing_update,
     workspace_create,
 )
 
@@ -49,6 +51,7 @@ class Command(BaseCommand):
         parser.add_argument("--provider-label", default="")
         parser.add_argument("--skip-check", action="store_true", help="store the key without a live check")
         parser.add_argument("--credit-usd", help="grant this much prepaid credit (once per amount)")
+        parser.add_argument("--plan", help="put the workspace on this existing plan (billing.Plan code)")
         parser.add_argument("--key-name", default="bootstrap")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -60,6 +63,13 @@ class Command(BaseCommand):
             raise CommandError(f"--email {opts['email']!r} is not a valid email address") from exc
         if bool(opts["provider"]) != bool(opts["provider_key"]):
             raise CommandError("--provider and --provider-key go together")
+        plan = None
+        if opts.get("plan"):
+            plan = Plan.objects.filter(code=opts["plan"]).first()
+            if plan is None:
+                known = ", ".join(Plan.objects.order_by("code").values_list("code", flat=True)) or "none"
+                raise CommandError(f"--plan {opts['plan']!r} does not exist (known plans: {known})")
+        opts["plan_obj"] = plan
         credit = None
         if opts["credit_usd"] is not None:
             try:
@@ -114,6 +124,11 @@ class Command(BaseCommand):
         if opts["provider"]:
             credential_slug = self._ensure_credential(workspace=workspace, user=user, opts=opts)
 
+        plan = opts.get("plan_obj")
+        if plan is not None and workspace.plan_id != plan.pk:
+            workspace.plan = plan
+            workspace_billing_update(workspace=workspace, fields=["plan"])
+
         if credit is not None:
             ledger_grant_post(
                 workspace=workspace,
@@ -129,6 +144,7 @@ class Command(BaseCommand):
             "workspace": workspace.slug,
             "workspace_name": workspace.name,
             "credential": credential_slug,
+            "plan": workspace.plan.code if workspace.plan else None,
             "balance_usd": str(nanos_to_usd(ledger_balance_nanos(workspace=workspace))),
             "api_key": plaintext,
             "proxy_base_url": settings.TURNPIKE_PROXY_BASE_URL,
