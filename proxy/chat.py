@@ -22,7 +22,7 @@ from proxy.auth import KeyContext
 from proxy.errors import ProxyError
 from proxy.events import UsageEvent
 from proxy.http import header
-from proxy.providers import openai_format
+from proxy.providers import anthropic, openai_format
 from proxy.providers.registry import get_spec
 from proxy.routing import Route, resolve
 from proxy.runtime import Runtime
@@ -137,7 +137,7 @@ class ChatCompletions:
                     code="model_not_allowed",
                 )
             spec = get_spec(route.provider)
-            if spec.family != "openai":
+            if spec.family not in ("openai", "anthropic"):
                 raise ProxyError.invalid_request(
                     f"`{body['model']}` is served by {spec.label}, whose API is not available through "
                     "/v1/chat/completions yet; use an OpenAI-format provider.",
@@ -151,7 +151,8 @@ class ChatCompletions:
             )
             if not checked.reserved:
                 raise ProxyError.insufficient_balance()
-            await self._forward(
+            forward = self._forward_anthropic if spec.family == "anthropic" else self._forward
+            await forward(
                 scope, receive, send, route=route, body=body, request_id=request_id, started=started, outcome=outcome
             )
             if outcome.usage is None and outcome.status == 200:
@@ -170,6 +171,69 @@ class ChatCompletions:
 
     # --- forwarding -----------------------------------------------------------------------------------
 
+    async def _open_upstream(
+        self, route: Route, attempts: list[tuple[str, dict[str, str]]], upstream_body: dict[str, Any]
+    ) -> httpx.Response:
+        """The attempt loop: the first attempt that answers 200 wins and its response is returned open.
+        Today one attempt per request; fallbacks, retries and racing plug in as more entries."""
+        content = orjson.dumps(upstream_body)
+        last_error: ProxyError | None = None
+        for url, headers in attempts:
+            request = self.rt.http.build_request("POST", url, content=content, headers=headers)
+            try:
+                async with asyncio.timeout(self.rt.config.total_timeout):
+                    response = await self.rt.http.send(request, stream=True)
+            except (httpx.HTTPError, TimeoutError, OSError) as exc:
+                last_error = self.rt.transport_error(exc, provider=route.credential.label, url=url)
+                continue
+            if response.status_code == 200:
+                return response
+            try:
+                detail = await response.aread()
+            except httpx.HTTPError:
+                detail = b""
+            finally:
+                await response.aclose()
+            # the provider answered: retrying the same target would not change that
+            raise self.rt.upstream_error(
+                response.status_code,
+                detail,
+                provider=route.credential.label,
+                retry_after=response.headers.get("retry-after"),
+            )
+        assert last_error is not None
+        raise last_error
+
+    async def _read_json(self, response: httpx.Response, route: Route) -> Any:
+        try:
+            async with asyncio.timeout(self.rt.config.total_timeout):
+                content = await response.aread()
+        except (httpx.HTTPError, TimeoutError) as exc:
+            raise self.rt.transport_error(exc, provider=route.credential.label, url=str(response.url)) from None
+        try:
+            return orjson.loads(content)
+        except orjson.JSONDecodeError:
+            raise ProxyError.bad_gateway(f"{route.credential.label} returned a body that is not JSON.") from None
+
+    async def _send_completion(
+        self, send: Send, payload: bytes, *, route: Route, usage: Usage | None, request_id: str
+    ) -> None:
+        headers = [(b"x-request-id", request_id.encode())]
+        if usage is not None and route.price is not None:
+            headers.append((b"x-turnpike-cost-usd", _usd(cost_nanos(route.price, usage))))
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                    *headers,
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
     async def _forward(
         self,
         scope: Scope,
@@ -182,110 +246,90 @@ class ChatCompletions:
         started: float,
         outcome: Outcome,
     ) -> None:
+        """OpenAI-format upstreams: the body passes through (model name and usage option adjusted)."""
         upstream_body, client_wants_usage = openai_format.prepare_chat_body(body, upstream_model=route.model)
-        url = openai_format.chat_url(route.base_url)
         headers = {"content-type": "application/json", **openai_format.auth_headers(route.credential.secret)}
-        attempts = [(route, url, headers)]  # the attempt loop: fallbacks and retries add entries here
-        last_error: ProxyError | None = None
-        for _route, attempt_url, attempt_headers in attempts:
-            request = self.rt.http.build_request(
-                "POST", attempt_url, content=orjson.dumps(upstream_body), headers=attempt_headers
-            )
-            try:
-                async with asyncio.timeout(self.rt.config.total_timeout):
-                    response = await self.rt.http.send(request, stream=True)
-            except (httpx.HTTPError, TimeoutError, OSError) as exc:
-                last_error = self.rt.transport_error(exc, provider=route.credential.label, url=attempt_url)
-                continue
-            try:
-                if response.status_code != 200:
-                    content = await response.aread()
-                    last_error = self.rt.upstream_error(
-                        response.status_code,
-                        content,
-                        provider=route.credential.label,
-                        retry_after=response.headers.get("retry-after"),
-                    )
-                    break  # the provider answered: retrying the same target would not change that
-                if body.get("stream"):
-                    await self._stream(
-                        receive,
-                        send,
-                        response,
-                        request_id=request_id,
-                        started=started,
-                        outcome=outcome,
-                        keep_usage_chunk=client_wants_usage,
-                    )
+        response = await self._open_upstream(route, [(openai_format.chat_url(route.base_url), headers)], upstream_body)
+        try:
+            if body.get("stream"):
+                tap = UsageTap(keep_usage_chunk=client_wants_usage)
+                await self._relay_stream(
+                    receive, send, response, tap, request_id=request_id, started=started, outcome=outcome
+                )
+                if tap.usage is not None and not outcome.extra.get("client_disconnected"):
+                    outcome.usage = openai_format.usage_from_openai(tap.usage)
                 else:
-                    await self._complete(
-                        send, response, route=route, request_id=request_id, started=started, outcome=outcome
-                    )
+                    outcome.extra["streamed_text"] = tap.streamed_text()
                 return
-            finally:
-                await response.aclose()
-        assert last_error is not None
-        raise last_error
+            data = await self._read_json(response, route)
+            usage = openai_format.usage_from_openai(data.get("usage") if isinstance(data, dict) else None)
+            outcome.status, outcome.usage = 200, usage
+            outcome.model_served = str(data.get("model") or route.model) if isinstance(data, dict) else route.model
+            outcome.ttfb_ms = int((time.perf_counter() - started) * 1000)
+            # the provider's bytes as they came: nothing re-serialised on the way through
+            await self._send_completion(send, response.content, route=route, usage=usage, request_id=request_id)
+        finally:
+            await response.aclose()
 
-    async def _complete(
+    async def _forward_anthropic(
         self,
+        scope: Scope,
+        receive: Receive,
         send: Send,
-        response: httpx.Response,
         *,
         route: Route,
+        body: dict[str, Any],
         request_id: str,
         started: float,
         outcome: Outcome,
     ) -> None:
+        """Anthropic upstream, OpenAI client: translated both ways (proxy/providers/anthropic.py)."""
+        upstream_body = anthropic.chat_to_messages(body, upstream_model=route.model)
+        headers = {"content-type": "application/json", **anthropic.auth_headers(route.credential.secret)}
+        response = await self._open_upstream(route, [(anthropic.messages_url(route.base_url), headers)], upstream_body)
         try:
-            async with asyncio.timeout(self.rt.config.total_timeout):
-                content = await response.aread()
-        except (httpx.HTTPError, TimeoutError) as exc:
-            raise self.rt.transport_error(exc, provider=route.credential.label, url=str(response.url)) from None
-        try:
-            data = orjson.loads(content)
-        except orjson.JSONDecodeError:
-            raise ProxyError.bad_gateway(f"{route.credential.label} returned a body that is not JSON.") from None
-        usage = openai_format.usage_from_openai(data.get("usage") if isinstance(data, dict) else None)
-        outcome.status = 200
-        outcome.usage = usage
-        outcome.model_served = str(data.get("model") or route.model) if isinstance(data, dict) else route.model
-        outcome.ttfb_ms = int((time.perf_counter() - started) * 1000)
-        headers = [(b"x-request-id", request_id.encode())]
-        if usage is not None and route.price is not None:
-            cost = cost_nanos(route.price, usage)
-            headers.append((b"x-turnpike-cost-usd", _usd(cost)))
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(content)).encode()),
-                    *headers,
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": content})
+            if body.get("stream"):
+                options = body.get("stream_options") or {}
+                translator = anthropic.StreamTranslator(include_usage=bool(options.get("include_usage")))
+                tap = _TranslatingTap(translator)
+                await self._relay_stream(
+                    receive, send, response, tap, request_id=request_id, started=started, outcome=outcome
+                )
+                outcome.model_served = translator.model
+                if translator.done and translator.usage is not None and not outcome.extra.get("client_disconnected"):
+                    outcome.usage = translator.usage
+                else:
+                    outcome.extra["streamed_text"] = "".join(translator.text_parts)
+                return
+            message = await self._read_json(response, route)
+            if not isinstance(message, dict):
+                raise ProxyError.bad_gateway(f"{route.credential.label} returned an unexpected body.")
+            chat, usage = anthropic.message_to_chat(message)
+            outcome.status, outcome.usage = 200, usage
+            outcome.model_served = str(message.get("model") or route.model)
+            outcome.ttfb_ms = int((time.perf_counter() - started) * 1000)
+            await self._send_completion(send, orjson.dumps(chat), route=route, usage=usage, request_id=request_id)
+        finally:
+            await response.aclose()
 
-    async def _stream(
+    async def _relay_stream(
         self,
         receive: Receive,
         send: Send,
         response: httpx.Response,
+        tap: UsageTap | _TranslatingTap,
         *,
         request_id: str,
         started: float,
         outcome: Outcome,
-        keep_usage_chunk: bool,
     ) -> None:
-        tap = UsageTap(keep_usage_chunk=keep_usage_chunk)
+        """Send each complete upstream event on as soon as it arrives (through `tap`, which inspects or
+        translates it). A client that hangs up stops the relay and closes the upstream request."""
         disconnected = asyncio.Event()
 
         async def watch() -> None:
             while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
+                if (await receive())["type"] == "http.disconnect":
                     disconnected.set()
                     return
 
@@ -303,7 +347,6 @@ class ChatCompletions:
         )
         outcome.extra["response_started"] = True
         outcome.status = 200
-        outcome.model_served = outcome.model_served or ""
         try:
             async with asyncio.timeout(self.rt.config.total_timeout):
                 async for raw in response.aiter_raw():
@@ -315,9 +358,8 @@ class ChatCompletions:
                     if outcome.ttfb_ms is None:
                         outcome.ttfb_ms = int((time.perf_counter() - started) * 1000)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            tail = tap.flush()
             if not disconnected.is_set():
-                await send({"type": "http.response.body", "body": tail, "more_body": False})
+                await send({"type": "http.response.body", "body": tap.flush(), "more_body": False})
         except (httpx.HTTPError, TimeoutError, OSError):
             # Upstream broke or the client went away mid-stream: what was streamed is still recorded.
             outcome.extra["interrupted"] = True
@@ -328,10 +370,6 @@ class ChatCompletions:
         if disconnected.is_set():
             outcome.extra["client_disconnected"] = True
             outcome.error_code = "client_disconnected"
-        if tap.usage is not None and not disconnected.is_set():
-            outcome.usage = openai_format.usage_from_openai(tap.usage)
-        else:
-            outcome.extra["streamed_text"] = tap.streamed_text()
 
     # --- accounting -------------------------------------------------------------------------------------
 
@@ -392,3 +430,24 @@ def _usd(nanos: int | None) -> bytes:
     if nanos is None:
         return b"unpriced"
     return format(Decimal(nanos) / 1_000_000_000, "f").encode()
+
+
+class _TranslatingTap:
+    """Upstream SSE bytes in (another provider's events), OpenAI chunks out, for `_relay_stream`."""
+
+    __slots__ = ("_buffer", "translator")
+
+    def __init__(self, translator: anthropic.StreamTranslator) -> None:
+        self.translator = translator
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> bytes:
+        events, self._buffer = anthropic.parse_sse(self._buffer + data)
+        return b"".join(
+            b"data: " + orjson.dumps(chunk) + b"\n\n"
+            for kind, payload in events
+            for chunk in self.translator.feed(kind, payload)
+        )
+
+    def flush(self) -> bytes:
+        return b"data: [DONE]\n\n"

@@ -248,6 +248,15 @@ class FakeProvider:
             else:
                 await self._json(send, 200, {}, self._chat(payload, controls))
             return
+        if family == "anthropic" and method == "POST" and path == "/v1/messages":
+            problem = _anthropic_invalid(payload)
+            if problem:
+                await self._json(send, 400, {}, anthropic_error(400, problem))
+            elif payload.get("stream"):
+                await _anthropic_stream(send, payload, controls)
+            else:
+                await self._json(send, 200, {}, _anthropic_message(payload, controls))
+            return
         if family == "openai" and method == "POST" and path.endswith("/embeddings"):
             await self._json(send, 200, {}, self._embeddings(payload, controls))
             return
@@ -370,16 +379,7 @@ class FakeProvider:
             }
             return b"data: " + orjson.dumps(body) + b"\n\n"
 
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")],
-            }
-        )
-        ttfb, delay = controls.num("ttfb"), controls.num("chunk_delay")
-        if ttfb:
-            await asyncio.sleep(ttfb / 1000)
+        await _stream_start(send, controls)
         call = _tool_call(payload.get("tools") or [], messages)
         frames: list[bytes] = []
         if call is not None:
@@ -417,11 +417,7 @@ class FakeProvider:
             usage = {**base, "choices": [], "usage": _usage(_tokens(_prompt_text(messages)), completion, controls)}
             frames.append(b"data: " + orjson.dumps(usage) + b"\n\n")
         frames.append(b"data: [DONE]\n\n")
-        for frame in frames:
-            await send({"type": "http.response.body", "body": frame, "more_body": True})
-            if delay:
-                await asyncio.sleep(delay / 1000)
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        await _stream_frames(send, frames, controls)
 
     def _embeddings(self, payload: dict[str, Any], controls: Controls) -> dict[str, Any]:
         inputs = payload.get("input")
@@ -494,3 +490,165 @@ class FakeProvider:
 
 
 app = FakeProvider()
+
+
+# --- streaming helpers ---------------------------------------------------------------------------------------
+
+
+async def _stream_start(send: Send, controls: Controls) -> None:
+    """Response headers at once, then the controlled wait before the first event (ttfb)."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")],
+        }
+    )
+    if controls.num("ttfb"):
+        await asyncio.sleep(controls.num("ttfb") / 1000)
+
+
+async def _stream_frames(send: Send, frames: list[bytes], controls: Controls) -> None:
+    delay = controls.num("chunk_delay")
+    for frame in frames:
+        await send({"type": "http.response.body", "body": frame, "more_body": True})
+        if delay:
+            await asyncio.sleep(delay / 1000)
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+# --- Anthropic Messages ----------------------------------------------------------------------------------------
+
+
+def _anthropic_invalid(payload: dict[str, Any]) -> str | None:
+    """What Anthropic would refuse with 400 (the checks a translation bug would trip)."""
+    if not isinstance(payload.get("model"), str):
+        return "model: Field required"
+    if not isinstance(payload.get("max_tokens"), int):
+        return "max_tokens: Field required"
+    messages = payload.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "messages: Field required"
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+            return f"messages.{i}.role: Input should be 'user' or 'assistant'"
+        if i and messages[i - 1].get("role") == message["role"]:
+            return "messages: roles must alternate between 'user' and 'assistant'"
+    if messages[0].get("role") != "user":
+        return "messages: first message must use the 'user' role"
+    return None
+
+
+def _anthropic_text(payload: dict[str, Any]) -> str:
+    parts: list[str] = []
+    system = payload.get("system")
+    if isinstance(system, str):
+        parts.append(system)
+    elif isinstance(system, list):
+        parts.extend(str(b.get("text", "")) for b in system if isinstance(b, dict))
+    for message in payload.get("messages") or []:
+        content = message.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            for block in content:
+                if isinstance(block, dict):
+                    text = block.get("text") or block.get("content") or ""
+                    parts.append(text if isinstance(text, str) else orjson.dumps(text).decode())
+    return " ".join(parts)
+
+
+def _anthropic_tool_use(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """A tool_use block when tools are offered and the last user turn is not only tool results."""
+    tools = payload.get("tools") or []
+    messages = payload.get("messages") or []
+    if not tools or not messages or messages[-1].get("role") != "user":
+        return None
+    choice = payload.get("tool_choice") or {}
+    if choice.get("type") == "none":
+        return None
+    content = messages[-1].get("content")
+    if isinstance(content, list) and content and all(b.get("type") == "tool_result" for b in content):
+        return None
+    tool = next((t for t in tools if t.get("name") == choice.get("name")), tools[0]) if choice else tools[0]
+    arguments = _example_value(tool.get("input_schema", {"type": "object"}))
+    return {
+        "type": "tool_use",
+        "id": f"toolu_{_digest(tool.get('name'), arguments)[:22]}",
+        "name": tool.get("name"),
+        "input": arguments,
+    }
+
+
+def _anthropic_usage(payload: dict[str, Any], output: int, controls: Controls) -> dict[str, Any]:
+    prompt = _tokens(_anthropic_text(payload))
+    cache_read = controls.num("cached")
+    cache_write = controls.num("cache_write")
+    return {
+        "input_tokens": max(prompt, 1),  # excludes the cache reads and writes below, as Anthropic reports it
+        "cache_creation_input_tokens": cache_write,
+        "cache_read_input_tokens": cache_read,
+        "output_tokens": output,
+    }
+
+
+def _anthropic_message(payload: dict[str, Any], controls: Controls) -> dict[str, Any]:
+    model = controls.model or "claude-sonnet-4-5"
+    call = _anthropic_tool_use(payload)
+    if call is not None:
+        content: list[dict[str, Any]] = [call]
+        stop, output = "tool_use", _tokens(orjson.dumps(call["input"]).decode()) + 5
+    else:
+        text = _answer([{"role": "user", "content": _anthropic_text(payload)}], controls.num("words", 12))
+        content, stop, output = [{"type": "text", "text": text}], "end_turn", len(text.split())
+    return {
+        "id": f"msg_{_digest(model, payload.get('messages'))}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop,
+        "stop_sequence": None,
+        "usage": _anthropic_usage(payload, output, controls),
+    }
+
+
+async def _anthropic_stream(send: Send, payload: dict[str, Any], controls: Controls) -> None:
+    """The event sequence of Anthropic's streaming Messages API: message_start, per block
+    content_block_start / content_block_delta… / content_block_stop, message_delta (stop reason and
+    cumulative output tokens), message_stop; a ping after the first block starts."""
+    message = _anthropic_message(payload, controls)
+    usage = message["usage"]
+
+    def event(kind: str, data: dict[str, Any]) -> bytes:
+        return f"event: {kind}\ndata: ".encode() + orjson.dumps({"type": kind, **data}) + b"\n\n"
+
+    start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+    frames = [event("message_start", {"message": start})]
+    for index, block in enumerate(message["content"]):
+        if block["type"] == "text":
+            frames.append(event("content_block_start", {"index": index, "content_block": {"type": "text", "text": ""}}))
+            frames.append(event("ping", {}))
+            words = block["text"].split(" ")
+            for i, word in enumerate(words):
+                delta = {"type": "text_delta", "text": word if i == 0 else " " + word}
+                frames.append(event("content_block_delta", {"index": index, "delta": delta}))
+        else:
+            frames.append(event("content_block_start", {"index": index, "content_block": {**block, "input": {}}}))
+            arguments = orjson.dumps(block["input"]).decode()
+            for i in range(0, len(arguments), 8):
+                delta = {"type": "input_json_delta", "partial_json": arguments[i : i + 8]}
+                frames.append(event("content_block_delta", {"index": index, "delta": delta}))
+        frames.append(event("content_block_stop", {"index": index}))
+    frames.append(
+        event(
+            "message_delta",
+            {
+                "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                "usage": {"output_tokens": usage["output_tokens"]},
+            },
+        )
+    )
+    frames.append(event("message_stop", {}))
+    await _stream_start(send, controls)
+    await _stream_frames(send, frames, controls)

@@ -89,7 +89,9 @@ class Tenant:
 def make_tenant(
     transactional_db: None, price_catalog: None, fake_provider_url: str, r: redis.Redis
 ) -> Callable[..., Tenant]:
-    def make(*, credit_usd: str | None = "10", provider: str = "openai", label: str = "") -> Tenant:
+    def make(
+        *, credit_usd: str | None = "10", provider: str = "openai", label: str = "", base_url: str | None = None
+    ) -> Tenant:
         owner = User.objects.create_user(email=f"{uuid.uuid4().hex[:10]}@example.com", password="x" * 16)
         ws = workspace_create(name=f"Acme {uuid.uuid4().hex[:6]}", acting_user=owner)
         credential = provider_credential_create(
@@ -97,7 +99,7 @@ def make_tenant(
             provider=provider,
             label=label,
             secret="fake-" + uuid.uuid4().hex,
-            base_url=f"{fake_provider_url}/v1",
+            base_url=base_url if base_url is not None else f"{fake_provider_url}/v1",
             acting_user=owner,
         )
         if credit_usd is not None:
