@@ -45,8 +45,12 @@ def build_world(name: str, secret: str, fake_provider_url: str) -> World:
     owner = make_user()
     workspace = workspace_create(name=name, acting_user=owner)
     credential = provider_credential_create(
-        workspace=workspace, provider="openai", label=f"{name} OpenAI", secret=secret,
-        base_url=f"{fake_provider_url}/v1", acting_user=owner,
+        workspace=workspace,
+        provider="openai",
+        label=f"{name} OpenAI",
+        secret=secret,
+        base_url=f"{fake_provider_url}/v1",
+        acting_user=owner,
     )
     key, plaintext = gateway_key_create(workspace=workspace, name=f"{name} key", acting_user=owner)
     invitation, _ = invitation_create(

@@ -16,8 +16,11 @@ pytestmark = pytest.mark.django_db
 ROUTES = {
     "overview": ("GET", lambda s, w: f"/w/{s}/", {}),
     "credentials": ("GET", lambda s, w: f"/w/{s}/credentials/", {}),
-    "credential_rotate": ("POST", lambda s, w: f"/w/{s}/credentials/{w.credential.public_id}/rotate/",
-                          {"secret": "fake-rotated-by-attacker"}),
+    "credential_rotate": (
+        "POST",
+        lambda s, w: f"/w/{s}/credentials/{w.credential.public_id}/rotate/",
+        {"secret": "fake-rotated-by-attacker"},
+    ),
     "credential_remove": ("POST", lambda s, w: f"/w/{s}/credentials/{w.credential.public_id}/remove/", {}),
     "keys": ("GET", lambda s, w: f"/w/{s}/keys/", {}),
     "key_revoke": ("POST", lambda s, w: f"/w/{s}/keys/{w.key.public_id}/revoke/", {}),
