@@ -277,7 +277,7 @@ def claim_stale(client: redis.Redis, *, consumer: str, idle_ms: int, count: int)
 def read_new(
     client: redis.Redis, *, consumer: str, count: int, block_ms: int | None
 ) -> list[tuple[str, UsageEvent | None]]:
-    response = client.xreadgroup(USAGE_GROUP, consumer, {USAGE_STREAM: ">"}, count=count, block=block_ms)
+    response: Any = client.xreadgroup(USAGE_GROUP, consumer, {USAGE_STREAM: ">"}, count=count, block=block_ms)
     if not response:
         return []
     return _decode_entries(response[0][1])

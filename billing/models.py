@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.contrib.postgres.indexes import BrinIndex
 from django.db import models
@@ -59,7 +61,7 @@ class WorkspaceBalance(models.Model):
         return f"balance of workspace {self.workspace_id}: {self.balance_nanos} nano-USD (v{self.version})"
 
 
-_PRICE = {"max_digits": 18, "decimal_places": 9}
+_PRICE: dict[str, Any] = {"max_digits": 18, "decimal_places": 9}
 
 
 class PriceFields(models.Model):

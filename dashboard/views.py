@@ -67,7 +67,7 @@ def workspace_create(request: HttpRequest) -> HttpResponse:
         try:
             workspace = services.workspace_create(
                 name=form.cleaned_data["name"],
-                acting_user=request.user,
+                acting_user=request.user,  # type: ignore[arg-type]
                 ip=client_ip(request),  # type: ignore[arg-type]
             )
         except ApplicationError as exc:
@@ -255,7 +255,7 @@ def members(request: HttpRequest, slug: str) -> HttpResponse:
                     workspace=workspace,
                     email=form.cleaned_data["email"],
                     role=form.cleaned_data["role"],
-                    acting_user=request.user,
+                    acting_user=request.user,  # type: ignore[arg-type]
                     ip=client_ip(request),  # type: ignore[arg-type]
                 )
             except ApplicationError as exc:
@@ -286,7 +286,7 @@ def member_role(request: HttpRequest, slug: str, member_id: str) -> HttpResponse
         services.membership_change_role(
             membership=membership,
             role=form.cleaned_data["role"],
-            acting_user=request.user,
+            acting_user=request.user,  # type: ignore[arg-type]
             ip=client_ip(request),  # type: ignore[arg-type]
         )
     except ApplicationError as exc:
@@ -369,7 +369,10 @@ def workspace_settings(request: HttpRequest, slug: str) -> HttpResponse:
         if form.is_valid():
             try:
                 services.workspace_update(
-                    workspace=workspace, name=form.cleaned_data["name"], acting_user=request.user, ip=client_ip(request)
+                    workspace=workspace,
+                    name=form.cleaned_data["name"],
+                    acting_user=request.user,
+                    ip=client_ip(request),  # type: ignore[arg-type]
                 )  # type: ignore[arg-type]
             except ApplicationError as exc:
                 apply_error(form, exc)

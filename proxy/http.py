@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -59,7 +60,7 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
 
 
 async def send_bytes(
-    send: Send, status: int, body: bytes, *, content_type: bytes = JSON, headers: list[tuple[bytes, bytes]] = ()
+    send: Send, status: int, body: bytes, *, content_type: bytes = JSON, headers: Sequence[tuple[bytes, bytes]] = ()
 ) -> None:
     await send(
         {

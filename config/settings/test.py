@@ -16,7 +16,7 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast; ne
 TURNPIKE_ALLOW_PRIVATE_PROVIDER_URLS = True
 TURNPIKE_REQUIRE_HTTPS_PROVIDER_URLS = False
 TURNPIKE_MASTER_KEY = "test:dGVzdC1tYXN0ZXIta2V5LTMyLWJ5dGVzLWxvbmchISE="
-TURNPIKE_MASTER_KEYS_RETIRED: list[str] = []
+TURNPIKE_MASTER_KEYS_RETIRED = []
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",

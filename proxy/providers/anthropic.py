@@ -430,12 +430,12 @@ class StreamTranslator:
                 self.text_parts.append(str(delta.get("text") or ""))
                 return [self._chunk({"content": delta.get("text") or ""})]
             if delta.get("type") == "input_json_delta":
-                index = self._tool_index.get(int(data.get("index", 0)))
-                if index is None:
+                tool_index = self._tool_index.get(int(data.get("index", 0)))
+                if tool_index is None:
                     return []
                 fragment = str(delta.get("partial_json") or "")
                 self.text_parts.append(fragment)
-                return [self._chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})]
+                return [self._chunk({"tool_calls": [{"index": tool_index, "function": {"arguments": fragment}}]})]
             return []  # thinking and signature deltas have no OpenAI chat counterpart
         if kind == "message_delta":
             stop = (data.get("delta") or {}).get("stop_reason")

@@ -140,7 +140,7 @@ def validate_base_url(url: str, *, allow_private: bool, require_https: bool) -> 
         except (socket.gaierror, UnicodeError) as exc:
             raise ValueError(f"The host {host!r} does not resolve.") from exc
         for info in infos:
-            address = ipaddress.ip_address(info[4][0].split("%")[0])
+            address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
             if _is_internal(address):
                 raise ValueError(
                     f"The host {host!r} resolves to an internal address ({address}); only public provider "
