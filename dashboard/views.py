@@ -371,9 +371,9 @@ def workspace_settings(request: HttpRequest, slug: str) -> HttpResponse:
                 services.workspace_update(
                     workspace=workspace,
                     name=form.cleaned_data["name"],
-                    acting_user=request.user,
-                    ip=client_ip(request),  # type: ignore[arg-type]
-                )  # type: ignore[arg-type]
+                    acting_user=request.user,  # type: ignore[arg-type]
+                    ip=client_ip(request),
+                )
             except ApplicationError as exc:
                 apply_error(form, exc)
             else:
