@@ -184,3 +184,18 @@ def test_fill_only_moves_forward(r, workspace):
     ledger, version = workspace_balance(workspace_id=workspace.pk)
     assert r.eval(balance.FILL, 1, balance.bal_key(workspace.pk), 1, version - 1) == 0
     assert int(r.hget(balance.bal_key(workspace.pk), "ledger")) == ledger
+
+
+def test_events_in_the_old_flat_encoding_are_still_ingested(r, workspace):
+    """An event streamed by a proxy of the previous version (one field per attribute) during a deploy."""
+    fill(r, workspace)
+    event = make_event(workspace, workspace.test_key, charge=900)
+    keys = [balance.bal_key(workspace.pk), *balance.inflight_keys(workspace.pk), USAGE_STREAM]
+    args: list = [event.request_id, event.charge_nanos]
+    for name, value in event.to_flat_fields().items():
+        args.extend((name, value))
+    r.eval(balance.SETTLE_AND_EMIT, len(keys), *keys, *args)
+    run_ingest(claim_idle_ms=60_000)
+    stored = UsageEvent.objects.get(request_id=event.request_id)
+    assert (stored.charge_nanos, stored.input_tokens, stored.output_tokens) == (900, 10, 5)
+    assert ledger_balance_nanos(workspace=workspace) == 10_000_000_000 - 900
