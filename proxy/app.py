@@ -15,7 +15,6 @@ import time
 import uuid
 from typing import Any
 
-import httpx
 import orjson
 from redis.exceptions import RedisError
 
@@ -26,6 +25,7 @@ from proxy.errors import ProxyError
 from proxy.http import api_key, parse_json_object, read_body, send_bytes, send_error
 from proxy.runtime import Runtime
 from proxy.types import Receive, Scope, Send
+from proxy.upstream import TransportError
 
 log = logging.getLogger("turnpike.proxy")
 
@@ -171,13 +171,17 @@ class ProxyApp:
             return cached[1]
         models: list[str] = []
         try:
-            response = await self.rt.http.get(
-                base_url.rstrip("/") + "/models", headers={"authorization": f"Bearer {secret}"}, timeout=5.0
+            response = await self.rt.http.request(
+                "GET", base_url.rstrip("/") + "/models", headers={"authorization": f"Bearer {secret}"}, timeout=5.0
             )
-            if response.status_code == 200:
-                data = response.json()
+            try:
+                status, content = response.status, await response.read()
+            finally:
+                response.close()
+            if status == 200:
+                data = orjson.loads(content)
                 models = sorted(str(m["id"]) for m in data.get("data", []) if isinstance(m, dict) and "id" in m)
-        except (httpx.HTTPError, ValueError) as exc:
+        except (TransportError, ValueError) as exc:
             log.warning("model discovery failed for credential %s: %s", credential_id, exc)
         self._discovered[credential_id] = (time.monotonic() + (DISCOVERY_TTL if models else 10.0), models)
         return models

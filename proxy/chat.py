@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import orjson
 
 from billing.pricing import Usage, charge_nanos, cost_nanos
@@ -29,6 +28,7 @@ from proxy.runtime import Runtime
 from proxy.sse import UsageTap
 from proxy.tokens import count_messages, count_text
 from proxy.types import Receive, Scope, Send
+from proxy.upstream import TransportError, UpstreamResponse
 
 DEFAULT_MAX_OUTPUT_ESTIMATE = 4096  # output tokens assumed for the reservation when the client sets no cap
 BYTES_PER_TOKEN_ESTIMATE = 3  # generous: reserving a little more than needed is the safe side
@@ -173,30 +173,34 @@ class ChatCompletions:
 
     async def _open_upstream(
         self, route: Route, attempts: list[tuple[str, dict[str, str]]], upstream_body: dict[str, Any]
-    ) -> httpx.Response:
+    ) -> UpstreamResponse:
         """The attempt loop: the first attempt that answers 200 wins and its response is returned open.
         Today one attempt per request; fallbacks, retries and racing plug in as more entries."""
         content = orjson.dumps(upstream_body)
         last_error: ProxyError | None = None
         for url, headers in attempts:
-            request = self.rt.http.build_request("POST", url, content=content, headers=headers)
             try:
                 async with asyncio.timeout(self.rt.config.total_timeout):
-                    response = await self.rt.http.send(request, stream=True)
-            except (httpx.HTTPError, TimeoutError, OSError) as exc:
+                    response = await self.rt.http.request("POST", url, headers=headers, content=content)
+            except TimeoutError:
+                last_error = self.rt.transport_error(
+                    TransportError("timeout", "total timeout"), provider=route.credential.label, url=url
+                )
+                continue
+            except TransportError as exc:
                 last_error = self.rt.transport_error(exc, provider=route.credential.label, url=url)
                 continue
-            if response.status_code == 200:
+            if response.status == 200:
                 return response
             try:
-                detail = await response.aread()
-            except httpx.HTTPError:
+                detail = await response.read()
+            except TransportError:
                 detail = b""
             finally:
-                await response.aclose()
+                response.close()
             # the provider answered: retrying the same target would not change that
             raise self.rt.upstream_error(
-                response.status_code,
+                response.status,
                 detail,
                 provider=route.credential.label,
                 retry_after=response.headers.get("retry-after"),
@@ -204,12 +208,14 @@ class ChatCompletions:
         assert last_error is not None
         raise last_error
 
-    async def _read_json(self, response: httpx.Response, route: Route) -> Any:
+    async def _read_json(self, response: UpstreamResponse, route: Route) -> Any:
         try:
             async with asyncio.timeout(self.rt.config.total_timeout):
-                content = await response.aread()
-        except (httpx.HTTPError, TimeoutError) as exc:
-            raise self.rt.transport_error(exc, provider=route.credential.label, url=str(response.url)) from None
+                content = await response.read()
+        except TimeoutError:
+            raise ProxyError.timeout(f"{route.credential.label} did not answer in time.") from None
+        except TransportError as exc:
+            raise self.rt.transport_error(exc, provider=route.credential.label, url=response.url) from None
         try:
             return orjson.loads(content)
         except orjson.JSONDecodeError:
@@ -269,7 +275,7 @@ class ChatCompletions:
             # the provider's bytes as they came: nothing re-serialised on the way through
             await self._send_completion(send, response.content, route=route, usage=usage, request_id=request_id)
         finally:
-            await response.aclose()
+            response.close()
 
     async def _forward_anthropic(
         self,
@@ -310,13 +316,13 @@ class ChatCompletions:
             outcome.ttfb_ms = int((time.perf_counter() - started) * 1000)
             await self._send_completion(send, orjson.dumps(chat), route=route, usage=usage, request_id=request_id)
         finally:
-            await response.aclose()
+            response.close()
 
     async def _relay_stream(
         self,
         receive: Receive,
         send: Send,
-        response: httpx.Response,
+        response: UpstreamResponse,
         tap: UsageTap | _TranslatingTap,
         *,
         request_id: str,
@@ -349,7 +355,7 @@ class ChatCompletions:
         outcome.status = 200
         try:
             async with asyncio.timeout(self.rt.config.total_timeout):
-                async for raw in response.aiter_raw():
+                async for raw in response.iter_raw():
                     if disconnected.is_set():
                         break
                     chunk = tap.feed(raw)
@@ -360,7 +366,7 @@ class ChatCompletions:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             if not disconnected.is_set():
                 await send({"type": "http.response.body", "body": tap.flush(), "more_body": False})
-        except (httpx.HTTPError, TimeoutError, OSError):
+        except (TransportError, TimeoutError, OSError):
             # Upstream broke or the client went away mid-stream: what was streamed is still recorded.
             outcome.extra["interrupted"] = True
             with contextlib.suppress(Exception):

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 
-import httpx
 import redis.asyncio as aioredis
 
 from proxy import upstream
@@ -41,7 +40,7 @@ class Runtime:
         )
         self.gate = BalanceGate(redis=self.redis, store=self.store)
         self.emitter = UsageEmitter(redis=self.redis, spool_dir=config.spool_dir)
-        self.http: httpx.AsyncClient = upstream.make_client(config)
+        self.http: upstream.UpstreamClient = upstream.make_client(config)
         self.catalog = Catalog()
         self.send_error = send_error
         self.upstream_error = upstream.upstream_error
