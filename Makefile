@@ -33,6 +33,9 @@ typecheck: $(STAMP)
 migrate: $(STAMP)
 	$(VENV)/bin/python manage.py migrate
 
+bench: $(STAMP)
+	@$(VENV)/bin/python scripts/bench.py
+
 stop:
 	@$(PYTHON) scripts/devenv.py stop
 
