@@ -1,11 +1,16 @@
 """The proxy: a raw ASGI app (no framework on the hot path), served by gunicorn + uvicorn workers.
 
 Routes:
-    POST /v1/chat/completions   OpenAI-compatible chat, streaming and not (proxy.chat)
-    GET  /v1/models             the models this key may call
+    POST /v1/chat/completions         OpenAI chat, streaming and not, to every provider (proxy.chat)
+    POST /v1/messages                 Anthropic Messages, to every provider (proxy.messages)
+    POST /v1/messages/count_tokens    Anthropic token counting, Anthropic models (proxy.messages)
+    POST /v1/responses                OpenAI Responses, OpenAI and compatible (proxy.responses)
+    POST /v1/embeddings               embeddings, OpenAI-format, Azure, Gemini (proxy.embeddings)
+    GET  /v1/models                   the models this key may call
     GET  /healthz               the process is up
     GET  /readyz                Redis answers and the configuration loaded
-Every response carries `x-request-id`.
+Every response carries `x-request-id`. Errors on /v1/messages* use Anthropic's envelope, elsewhere
+OpenAI's.
 """
 
 from __future__ import annotations
@@ -21,8 +26,12 @@ from redis.exceptions import RedisError
 from proxy.auth import KeyContext
 from proxy.chat import ChatCompletions
 from proxy.config import ProxyConfig
+from proxy.embeddings import Embeddings
 from proxy.errors import ProxyError
+from proxy.gateway import Exchange, ModelEndpoint
 from proxy.http import api_key, parse_json_object, read_body, send_bytes, send_error
+from proxy.messages import CountTokens, Messages
+from proxy.responses import Responses
 from proxy.runtime import Runtime
 from proxy.types import Receive, Scope, Send
 from proxy.upstream import TransportError
@@ -40,7 +49,7 @@ class ProxyApp:
     def __init__(self, config: ProxyConfig | None = None) -> None:
         self._config = config
         self.rt: Runtime | None = None
-        self._chat: ChatCompletions | None = None
+        self._endpoints: dict[str, ModelEndpoint] = {}
         self._discovered: dict[int, tuple[float, list[str]]] = {}
         self.active_requests = 0  # HTTP requests being handled now (graceful shutdown, tests)
 
@@ -54,8 +63,9 @@ class ProxyApp:
         method, path = scope["method"], scope["path"]
         self.active_requests += 1
         try:
-            if path == "/v1/chat/completions" and method == "POST":
-                await self._chat_completions(scope, receive, send, request_id)
+            endpoint = self._endpoints.get(path)
+            if endpoint is not None and method == "POST":
+                await self._model_request(endpoint, scope, receive, send, request_id)
             elif path == "/v1/models" and method == "GET":
                 await self._models(scope, send, request_id)
             elif path == "/healthz":
@@ -65,7 +75,7 @@ class ProxyApp:
             else:
                 raise ProxyError(404, f"Unknown path {method} {path}.", type="invalid_request_error", code="not_found")
         except ProxyError as error:
-            await send_error(send, error, request_id=request_id)
+            await send_error(send, error, request_id=request_id, anthropic=path.startswith("/v1/messages"))
         except ConnectionResetError:
             return
         except Exception:
@@ -98,7 +108,16 @@ class ProxyApp:
 
     async def startup(self) -> None:
         self.rt = Runtime(self._config or ProxyConfig.from_env())
-        self._chat = ChatCompletions(self.rt)
+        self._endpoints = {
+            endpoint.path: endpoint
+            for endpoint in (
+                ChatCompletions(self.rt),
+                Messages(self.rt),
+                CountTokens(self.rt),
+                Responses(self.rt),
+                Embeddings(self.rt),
+            )
+        }
         await self.rt.start()
 
     async def shutdown(self) -> None:
@@ -119,23 +138,15 @@ class ProxyApp:
             raise ProxyError.unauthorized("Invalid, revoked or expired API key.")
         return context
 
-    async def _chat_completions(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
-        assert self.rt is not None and self._chat is not None
+    async def _model_request(
+        self, endpoint: ModelEndpoint, scope: Scope, receive: Receive, send: Send, request_id: str
+    ) -> None:
+        assert self.rt is not None
         started, started_ms = time.perf_counter(), int(time.time() * 1000)
         key = await self._authenticate(scope)
         body_bytes = await read_body(receive, limit=self.rt.config.max_body_bytes)
         body = parse_json_object(body_bytes)
-        await self._chat(
-            scope,
-            receive,
-            send,
-            key=key,
-            body_bytes=body_bytes,
-            body=body,
-            request_id=request_id,
-            started=started,
-            started_ms=started_ms,
-        )
+        await endpoint(Exchange(scope, receive, send, key, body, body_bytes, request_id, started, started_ms))
 
     async def _models(self, scope: Scope, send: Send, request_id: str) -> None:
         assert self.rt is not None

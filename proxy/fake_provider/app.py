@@ -112,7 +112,7 @@ def _forced(controls: Controls, family: str) -> tuple[int, dict[str, str], Any] 
     message = f"Forced status {status} by the fake provider."
     if status == 429:
         message = "Rate limit reached for requests. Please try again in 1s."
-    envelope = {"openai": openai_error, "anthropic": anthropic_error, "google": google_error}[family]
+    envelope = {"anthropic": anthropic_error, "google": google_error}.get(family, openai_error)
     return status, headers, envelope(status, message)
 
 
@@ -242,12 +242,6 @@ class FakeProvider:
         if forced is not None:
             await self._json(send, *forced)
             return
-        if family == "openai" and method == "POST" and path.endswith("/chat/completions"):
-            if payload.get("stream"):
-                await self._chat_stream(send, payload, controls)
-            else:
-                await self._json(send, 200, {}, self._chat(payload, controls))
-            return
         if family == "anthropic" and method == "POST" and path == "/v1/messages":
             problem = _anthropic_invalid(payload)
             if problem:
@@ -256,6 +250,29 @@ class FakeProvider:
                 await _anthropic_stream(send, payload, controls)
             else:
                 await self._json(send, 200, {}, _anthropic_message(payload, controls))
+            return
+        if family == "azure" and method == "POST":
+            deployment = _azure_deployment(path, payload)
+            if deployment is None or ("/deployments/" in path and "api-version" not in query):
+                await self._json(send, 404, {}, {"error": {"code": "404", "message": "Resource not found"}})
+                return
+            from proxy.fake_provider import responses as responses_api
+
+            controls.model = responses_api.azure_served_model(deployment)
+            family = "openai"  # the rest is OpenAI's wire format
+        if family == "openai" and method == "POST" and path.endswith("/chat/completions"):
+            if payload.get("stream"):
+                await self._chat_stream(send, payload, controls)
+            else:
+                await self._json(send, 200, {}, self._chat(payload, controls))
+            return
+        if family == "openai" and method == "POST" and path.endswith("/responses"):
+            from proxy.fake_provider import responses as responses_api
+
+            if payload.get("stream"):
+                await responses_api.stream(send, payload, controls)
+            else:
+                await self._json(send, 200, {}, responses_api.response(payload, controls))
             return
         if family == "openai" and method == "POST" and path.endswith("/embeddings"):
             await self._json(send, 200, {}, self._embeddings(payload, controls))
@@ -490,6 +507,17 @@ class FakeProvider:
 
 
 app = FakeProvider()
+
+
+def _azure_deployment(path: str, payload: Any) -> str | None:
+    """The deployment an Azure OpenAI URL addresses: `/openai/deployments/{name}/...` (needs an
+    api-version, checked by the caller's auth path) or the v1 API's `/openai/v1/...` (name in the body)."""
+    parts = path.strip("/").split("/")
+    if len(parts) >= 4 and parts[1] == "deployments":
+        return parts[2]
+    if len(parts) >= 3 and parts[1] == "v1" and isinstance(payload, dict) and isinstance(payload.get("model"), str):
+        return str(payload["model"])
+    return None
 
 
 # --- streaming helpers ---------------------------------------------------------------------------------------

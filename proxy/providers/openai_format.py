@@ -63,3 +63,23 @@ def usage_from_openai(usage: dict[str, Any] | None) -> Usage | None:
 def is_usage_only_chunk(chunk: dict[str, Any]) -> bool:
     """The final chunk a provider sends for include_usage: usage set, no choices."""
     return bool(chunk.get("usage")) and not chunk.get("choices")
+
+
+def usage_from_responses(usage: dict[str, Any] | None) -> Usage | None:
+    """Normalise a Responses API `usage` (input_tokens incl. cached, output_tokens incl. reasoning)."""
+    if not isinstance(usage, dict):
+        return None
+    prompt = _int(usage.get("input_tokens"))
+    completion = _int(usage.get("output_tokens"))
+    input_details = usage.get("input_tokens_details") or {}
+    output_details = usage.get("output_tokens_details") or {}
+    cached = min(_int(input_details.get("cached_tokens")) if isinstance(input_details, dict) else 0, prompt)
+    reasoning = min(_int(output_details.get("reasoning_tokens")) if isinstance(output_details, dict) else 0, completion)
+    return Usage(input=prompt - cached, cached_input=cached, output=completion - reasoning, reasoning=reasoning)
+
+
+def usage_from_embeddings(usage: dict[str, Any] | None) -> Usage | None:
+    """Embeddings report `prompt_tokens` (= total_tokens); all of it is input."""
+    if not isinstance(usage, dict):
+        return None
+    return Usage(input=_int(usage.get("prompt_tokens")) or _int(usage.get("total_tokens")))

@@ -1,0 +1,170 @@
+"""POST /v1/messages (and /v1/messages/count_tokens): Anthropic's Messages API, for apps written for the
+`anthropic` SDK (Claude Code, agents) that point their base URL at Turnpike.
+
+- Anthropic models: native pass-through. The body goes upstream as sent (model name resolved), with
+  the client's `anthropic-version` and `anthropic-beta` headers, and Anthropic's bytes come back
+  untouched, read for usage on the way (proxy.sse.AnthropicUsageTap).
+- Other providers: not yet (a 400 naming them); translation through OpenAI chat comes next.
+Errors use Anthropic's envelope, `{"type": "error", "error": {"type", "message"}}`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from billing.pricing import Usage
+from proxy.errors import ProxyError
+from proxy.gateway import Exchange, ModelEndpoint
+from proxy.http import header
+from proxy.providers import anthropic
+from proxy.sse import AnthropicUsageTap
+from proxy.tokens import count_text
+
+COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
+
+
+def anthropic_headers(x: Exchange, secret: str) -> dict[str, str]:
+    """Auth, plus the client's API version and beta flags (features such as prompt-caching betas)."""
+    headers = anthropic.auth_headers(secret)
+    version = header(x.scope, b"anthropic-version")
+    if version:
+        headers["anthropic-version"] = version
+    beta = header(x.scope, b"anthropic-beta")
+    if beta:
+        headers["anthropic-beta"] = beta
+    return headers
+
+
+def text_of_request(body: dict[str, Any]) -> str:
+    """Every piece of text in an Anthropic request (for counting tokens locally)."""
+    parts: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str):
+            parts.append(value)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+        elif isinstance(value, dict):
+            if value.get("type") == "image":
+                return
+            for name in ("text", "content", "input", "thinking"):
+                if name in value:
+                    item = value[name]
+                    walk(orjson.dumps(item).decode() if name == "input" else item)
+
+    walk(body.get("system"))
+    for message in body.get("messages") or []:
+        if isinstance(message, dict):
+            walk(message.get("content"))
+    return "\n".join(parts)
+
+
+def validate_messages_body(body: dict[str, Any]) -> None:
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise ProxyError.invalid_request("model: a string is required.", param="model")
+    max_tokens = body.get("max_tokens")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise ProxyError.invalid_request("max_tokens: a positive integer is required.", param="max_tokens")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ProxyError.invalid_request("messages: a non-empty array is required.", param="messages")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+            raise ProxyError.invalid_request(
+                f"messages.{index}.role: must be 'user' or 'assistant'.", param=f"messages.{index}.role"
+            )
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise ProxyError.invalid_request("stream: must be a boolean.", param="stream")
+
+
+class Messages(ModelEndpoint):
+    path = "/v1/messages"
+    families = frozenset({"anthropic"})
+    anthropic_errors = True
+
+    def validate(self, body: dict[str, Any]) -> None:
+        validate_messages_body(body)
+
+    async def forward(self, x: Exchange) -> None:
+        await self._native(x)
+
+    def count_locally(self, x: Exchange) -> Usage:
+        model = str(x.body.get("model", ""))
+        return Usage(
+            input=count_text(text_of_request(x.body), model=model),
+            output=count_text(x.outcome.streamed_text, model=model),
+        )
+
+    async def _native(self, x: Exchange) -> None:
+        assert x.route is not None
+        route, outcome = x.route, x.outcome
+        body = {**x.body, "model": route.model}
+        url = anthropic.messages_url(route.base_url)
+        response = await self.open_upstream(x, [(url, anthropic_headers(x, route.credential.secret))], body)
+        try:
+            if x.stream:
+                tap = AnthropicUsageTap()
+                await self.relay_stream(x, response, tap)
+                outcome.model_served = tap.model
+                if tap.complete and tap.usage is not None and not outcome.client_disconnected:
+                    outcome.usage = anthropic.usage_from_anthropic(tap.usage)
+                else:
+                    outcome.streamed_text = tap.streamed_text()
+                return
+            data = await self.read_json(x, response)
+            outcome.model_served = str(data.get("model") or route.model)
+            await self.send_json(x, response.content, usage=anthropic.usage_from_anthropic(data.get("usage")))
+        finally:
+            response.close()
+
+
+class CountTokens(ModelEndpoint):
+    """Anthropic's token counting, for Anthropic models (free at Anthropic: no usage event, no charge)."""
+
+    path = COUNT_TOKENS_PATH
+    families = frozenset({"anthropic"})
+    anthropic_errors = True
+
+    def validate(self, body: dict[str, Any]) -> None:
+        model = body.get("model")
+        if not isinstance(model, str) or not model.strip():
+            raise ProxyError.invalid_request("`model` is required and must be a string.", param="model")
+        if not isinstance(body.get("messages"), list):
+            raise ProxyError.invalid_request("`messages` is required and must be an array.", param="messages")
+
+    def unsupported(self, spec: Any, model: str) -> ProxyError:
+        return ProxyError.invalid_request(
+            f"Token counting is available for Anthropic models; `{model}` is served by {spec.label}.",
+            param="model",
+            code="unsupported_provider",
+        )
+
+    async def __call__(self, x: Exchange) -> None:
+        try:
+            self.validate(x.body)
+            route, _ = self.route(x)
+            url = anthropic.messages_url(route.base_url) + "/count_tokens"
+            body = {**x.body, "model": route.model}
+            response = await self.open_upstream(x, [(url, anthropic_headers(x, route.credential.secret))], body)
+            try:
+                await self.read_json(x, response)
+            finally:
+                response.close()
+            await x.send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(response.content)).encode()),
+                        (b"x-request-id", x.request_id.encode()),
+                    ],
+                }
+            )
+            await x.send({"type": "http.response.body", "body": response.content})
+        except ProxyError as error:
+            await self.rt.send_error(x.send, error, request_id=x.request_id, anthropic=True)

@@ -1,0 +1,102 @@
+"""POST /v1/responses: OpenAI's Responses API, passed through to OpenAI (and to OpenAI-compatible
+servers and Azure OpenAI's v1 API, which implement it), streaming and not, with usage captured.
+
+The body goes upstream as sent (model name resolved); the provider's bytes come back untouched. Usage
+is read from the response's `usage`, or, streaming, from the terminal event (`response.completed`,
+`response.incomplete` or `response.failed`). Other providers get a 400 naming what is supported:
+translating the Responses API's server-side state (stored responses, `previous_response_id`, built-in
+tools) onto another provider cannot be done faithfully.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from billing.pricing import Usage
+from proxy.errors import ProxyError
+from proxy.gateway import Exchange, ModelEndpoint
+from proxy.providers import azure, openai_format
+from proxy.providers.registry import ProviderSpec
+from proxy.sse import ResponsesUsageTap
+from proxy.tokens import count_text
+
+SUPPORTED_PROVIDERS = frozenset({"openai", "openai_compatible", "azure_openai"})
+
+
+def text_of_input(value: Any) -> str:
+    """Text in a Responses `input` (a string, or a list of items with content parts)."""
+    if isinstance(value, str):
+        return value
+    parts: list[str] = []
+    if isinstance(value, list):
+        for item in value:
+            if isinstance(item, str):
+                parts.append(item)
+            elif isinstance(item, dict):
+                for name in ("text", "arguments", "output"):
+                    if isinstance(item.get(name), str):
+                        parts.append(item[name])
+                if "content" in item:
+                    parts.append(text_of_input(item["content"]))
+    return "\n".join(parts)
+
+
+class Responses(ModelEndpoint):
+    path = "/v1/responses"
+    families = frozenset({"openai", "azure"})
+
+    def validate(self, body: dict[str, Any]) -> None:
+        model = body.get("model")
+        if not isinstance(model, str) or not model.strip():
+            raise ProxyError.invalid_request("`model` is required and must be a string.", param="model")
+        if "input" in body and not isinstance(body["input"], str | list):
+            raise ProxyError.invalid_request("`input` must be a string or an array of input items.", param="input")
+        if "stream" in body and not isinstance(body["stream"], bool):
+            raise ProxyError.invalid_request("`stream` must be a boolean.", param="stream")
+        cap = body.get("max_output_tokens")
+        if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
+            raise ProxyError.invalid_request(
+                "`max_output_tokens` must be a positive integer.", param="max_output_tokens"
+            )
+
+    def supports(self, spec: ProviderSpec) -> bool:
+        return spec.type in SUPPORTED_PROVIDERS
+
+    def unsupported(self, spec: ProviderSpec, model: str) -> ProxyError:
+        return ProxyError.invalid_request(
+            f"/v1/responses is available for OpenAI, Azure OpenAI and OpenAI-compatible servers; `{model}` is "
+            f"served by {spec.label}. Use /v1/chat/completions (or /v1/messages) for this model.",
+            param="model",
+            code="unsupported_provider",
+        )
+
+    def count_locally(self, x: Exchange) -> Usage:
+        model = str(x.body.get("model", ""))
+        prompt = text_of_input(x.body.get("input")) + "\n" + str(x.body.get("instructions") or "")
+        return Usage(input=count_text(prompt, model=model), output=count_text(x.outcome.streamed_text, model=model))
+
+    async def forward(self, x: Exchange) -> None:
+        assert x.route is not None and x.spec is not None
+        route, outcome = x.route, x.outcome
+        secret = route.credential.secret
+        if x.spec.family == "azure":
+            base = route.base_url if route.base_url.endswith("/openai/v1") else route.base_url + "/openai/v1"
+            url, headers = azure.url(base, route.model, "responses"), azure.auth_headers(secret)
+        else:
+            url, headers = route.base_url.rstrip("/") + "/responses", openai_format.auth_headers(secret)
+        response = await self.open_upstream(x, [(url, headers)], {**x.body, "model": route.model})
+        try:
+            if x.stream:
+                tap = ResponsesUsageTap()
+                await self.relay_stream(x, response, tap)
+                outcome.model_served = tap.model
+                if tap.complete and tap.usage is not None and not outcome.client_disconnected:
+                    outcome.usage = openai_format.usage_from_responses(tap.usage)
+                else:
+                    outcome.streamed_text = tap.streamed_text()
+                return
+            data = await self.read_json(x, response)
+            outcome.model_served = str(data.get("model") or route.model)
+            await self.send_json(x, response.content, usage=openai_format.usage_from_responses(data.get("usage")))
+        finally:
+            response.close()

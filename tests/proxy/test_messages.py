@@ -1,0 +1,129 @@
+"""The `anthropic` SDK pointed at Turnpike's /v1/messages over real sockets: native pass-through to
+Anthropic, streaming and not, tools included; errors in Anthropic's envelope so the SDK raises its
+own exception classes."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import anthropic
+import pytest
+
+from proxy.events import USAGE_STREAM, UsageEvent
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TOOLS = [
+    {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    }
+]
+HELLO = [{"role": "user", "content": "Say hello"}]
+
+
+def events(r) -> list[UsageEvent]:
+    return [UsageEvent.from_fields({k.decode(): v.decode() for k, v in f.items()}) for _, f in r.xrange(USAGE_STREAM)]
+
+
+@pytest.fixture
+def claude_sdk(make_tenant, start_proxy, fake_provider_url):
+    """An anthropic SDK client for a tenant whose credential is `provider` (default Anthropic)."""
+    opened: list[anthropic.Anthropic] = []
+
+    def make(provider: str = "anthropic", base_url: str | None = None, credit_usd: str | None = "10"):
+        if base_url is None:
+            base_url = fake_provider_url if provider in ("anthropic", "google") else f"{fake_provider_url}/v1"
+        tenant = make_tenant(provider=provider, base_url=base_url, credit_usd=credit_usd)
+        proxy = start_proxy()
+        sdk = anthropic.Anthropic(base_url=proxy.url, api_key=tenant.plaintext, max_retries=0, timeout=20)
+        opened.append(sdk)
+        return sdk, proxy
+
+    yield make
+    for sdk in opened:
+        sdk.close()
+
+
+# --- native: Anthropic models ----------------------------------------------------------------------------------
+
+
+def test_native_message_passes_through_with_usage_and_cost(claude_sdk, r):
+    sdk, proxy = claude_sdk()
+    raw = sdk.messages.with_raw_response.create(
+        model="claude-haiku-4-5", max_tokens=100, system="Be brief.", messages=HELLO
+    )
+    message = raw.parse()
+    assert message.type == "message" and message.content[0].type == "text" and message.content[0].text
+    assert message.stop_reason == "end_turn" and message.usage.input_tokens > 0
+    proxy.drain()
+    (event,) = events(r)
+    assert event.provider == "anthropic" and event.priced and not event.stream
+    assert event.input_tokens == message.usage.input_tokens and event.output_tokens == message.usage.output_tokens
+    assert raw.headers["x-turnpike-cost-usd"] == format(Decimal(event.cost_nanos) / 10**9, "f")
+
+
+def test_native_stream_with_cache_tokens_is_accounted(claude_sdk, r):
+    sdk, proxy = claude_sdk()
+    with sdk.messages.stream(model="anthropic/claude-haiku-4-5@cached=7", max_tokens=100, messages=HELLO) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text and final.content[0].text == text
+    proxy.drain()
+    (event,) = events(r)
+    assert event.stream and not event.estimated
+    assert event.output_tokens == final.usage.output_tokens
+    assert event.cached_input_tokens == (final.usage.cache_read_input_tokens or 0)
+    assert event.input_tokens == final.usage.input_tokens
+
+
+def test_native_tool_use(claude_sdk):
+    sdk, _ = claude_sdk()
+    message = sdk.messages.create(
+        model="claude-haiku-4-5", max_tokens=200, tools=TOOLS, messages=[{"role": "user", "content": "Paris?"}]
+    )
+    (block,) = [b for b in message.content if b.type == "tool_use"]
+    assert block.name == "get_weather" and "city" in block.input and message.stop_reason == "tool_use"
+
+
+def test_errors_come_in_anthropics_envelope(claude_sdk, make_tenant, start_proxy):
+    sdk, proxy = claude_sdk()
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        sdk.messages.create(model="claude-haiku-4-5", max_tokens=0, messages=HELLO)
+    assert caught.value.body["type"] == "error"
+    assert caught.value.body["error"]["type"] == "invalid_request_error"
+    assert "max_tokens" in caught.value.body["error"]["message"]
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        sdk.messages.create(model="claude-haiku-4-5", max_tokens=10, messages=[{"role": "robot", "content": "hi"}])
+    assert "role" in caught.value.body["error"]["message"]
+    bad = anthropic.Anthropic(base_url=proxy.url, api_key="tpk_live_nope", max_retries=0)
+    with pytest.raises(anthropic.AuthenticationError) as caught_auth:
+        bad.messages.create(model="claude-haiku-4-5", max_tokens=10, messages=HELLO)
+    assert caught_auth.value.body["error"]["type"] == "authentication_error"
+    with pytest.raises(anthropic.NotFoundError):
+        sdk.messages.create(model="no-such-model-anywhere", max_tokens=10, messages=HELLO)
+
+
+def test_zero_balance_is_refused_in_anthropics_envelope(claude_sdk):
+    sdk, _ = claude_sdk(credit_usd=None)
+    with pytest.raises(anthropic.APIStatusError) as caught:
+        sdk.messages.create(model="claude-haiku-4-5", max_tokens=10, messages=HELLO)
+    assert caught.value.status_code == 402 and caught.value.body["error"]["type"] == "billing_error"
+
+
+def test_upstream_rate_limit_is_anthropics_rate_limit_error(claude_sdk):
+    sdk, _ = claude_sdk()
+    with pytest.raises(anthropic.RateLimitError) as caught:
+        sdk.messages.create(model="anthropic/claude-haiku-4-5@status=429", max_tokens=10, messages=HELLO)
+    assert caught.value.response.headers.get("retry-after") == "1"
+
+
+# --- not yet: other providers behind the Anthropic API --------------------------------------------------------
+
+
+def test_an_openai_model_through_messages_is_a_clear_400_for_now(claude_sdk):
+    sdk, _ = claude_sdk(provider="openai")
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        sdk.messages.create(model="openai/gpt-4o-mini", max_tokens=10, messages=HELLO)
+    assert "OpenAI" in caught.value.body["error"]["message"]
