@@ -53,7 +53,7 @@ def client_wants_usage(body: dict[str, Any]) -> bool:
 
 class ChatCompletions(ModelEndpoint):
     path = "/v1/chat/completions"
-    families = frozenset({"openai", "azure", "anthropic"})
+    families = frozenset({"openai", "azure", "anthropic", "google"})
 
     def validate(self, body: dict[str, Any]) -> None:
         validate_chat_body(body)

@@ -11,10 +11,12 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 from billing.pricing import Usage, charge_nanos, cost_nanos
 from proxy.errors import ProxyError
 from proxy.gateway import BYTES_PER_TOKEN_ESTIMATE, Exchange, ModelEndpoint
-from proxy.providers import azure, openai_format
+from proxy.providers import azure, gemini, openai_format
 from proxy.routing import Route
 from proxy.tokens import count_text
 
@@ -48,7 +50,7 @@ def validate_embeddings_body(body: dict[str, Any]) -> None:
 
 class Embeddings(ModelEndpoint):
     path = "/v1/embeddings"
-    families = frozenset({"openai", "azure"})
+    families = frozenset({"openai", "azure", "google"})
 
     def validate(self, body: dict[str, Any]) -> None:
         validate_embeddings_body(body)
@@ -71,7 +73,10 @@ class Embeddings(ModelEndpoint):
         assert x.route is not None and x.spec is not None
         route, outcome, family = x.route, x.outcome, x.spec.family
         secret = route.credential.secret
-        if family == "azure":
+        if family == "google":
+            upstream = gemini.embeddings_to_gemini(x.body, upstream_model=route.model)
+            url, headers = gemini.embed_url(route.base_url, route.model), gemini.auth_headers(secret)
+        elif family == "azure":
             upstream = {**x.body, "model": route.model}
             url, headers = azure.url(route.base_url, route.model, "embeddings"), azure.auth_headers(secret)
         else:
@@ -83,4 +88,14 @@ class Embeddings(ModelEndpoint):
         finally:
             response.close()
         outcome.model_served = str(data.get("model") or route.model)
+        if family == "google":
+            usage = self.count_locally(x)
+            outcome.estimated = True
+            payload = orjson.dumps(
+                gemini.gemini_to_embeddings(
+                    data, model=route.model, usage=usage, encoding_format=x.body.get("encoding_format")
+                )
+            )
+            await self.send_json(x, payload, usage=usage)
+            return
         await self.send_json(x, response.content, usage=openai_format.usage_from_embeddings(data.get("usage")))

@@ -4,7 +4,9 @@
 - Anthropic models: native pass-through. The body goes upstream as sent (model name resolved), with
   the client's `anthropic-version` and `anthropic-beta` headers, and Anthropic's bytes come back
   untouched, read for usage on the way (proxy.sse.AnthropicUsageTap).
-- Other providers: not yet (a 400 naming them); translation through OpenAI chat comes next.
+- OpenAI-format, Azure and Gemini models: the request becomes an OpenAI chat request
+  (proxy.providers.anthropic_compat), goes through the same targets as /v1/chat/completions, and the
+  answer (or stream) is rendered back as an Anthropic message (or Anthropic stream events).
 Errors use Anthropic's envelope, `{"type": "error", "error": {"type", "message"}}`.
 """
 
@@ -18,8 +20,9 @@ from billing.pricing import Usage
 from proxy.errors import ProxyError
 from proxy.gateway import Exchange, ModelEndpoint
 from proxy.http import header
-from proxy.providers import anthropic
+from proxy.providers import anthropic, anthropic_compat, targets
 from proxy.sse import AnthropicUsageTap
+from proxy.streams import AnthropicSink, TranslatingTap, source_for
 from proxy.tokens import count_text
 
 COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
@@ -62,35 +65,20 @@ def text_of_request(body: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def validate_messages_body(body: dict[str, Any]) -> None:
-    model = body.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise ProxyError.invalid_request("model: a string is required.", param="model")
-    max_tokens = body.get("max_tokens")
-    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-        raise ProxyError.invalid_request("max_tokens: a positive integer is required.", param="max_tokens")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise ProxyError.invalid_request("messages: a non-empty array is required.", param="messages")
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
-            raise ProxyError.invalid_request(
-                f"messages.{index}.role: must be 'user' or 'assistant'.", param=f"messages.{index}.role"
-            )
-    if "stream" in body and not isinstance(body["stream"], bool):
-        raise ProxyError.invalid_request("stream: must be a boolean.", param="stream")
-
-
 class Messages(ModelEndpoint):
     path = "/v1/messages"
-    families = frozenset({"anthropic"})
+    families = frozenset({"anthropic", "openai", "azure", "google"})
     anthropic_errors = True
 
     def validate(self, body: dict[str, Any]) -> None:
-        validate_messages_body(body)
+        anthropic_compat.validate_messages_body(body)
 
     async def forward(self, x: Exchange) -> None:
-        await self._native(x)
+        assert x.spec is not None
+        if x.spec.family == "anthropic":
+            await self._native(x)
+        else:
+            await self._translated(x)
 
     def count_locally(self, x: Exchange) -> Usage:
         model = str(x.body.get("model", ""))
@@ -118,6 +106,36 @@ class Messages(ModelEndpoint):
             data = await self.read_json(x, response)
             outcome.model_served = str(data.get("model") or route.model)
             await self.send_json(x, response.content, usage=anthropic.usage_from_anthropic(data.get("usage")))
+        finally:
+            response.close()
+
+    async def _translated(self, x: Exchange) -> None:
+        assert x.route is not None and x.spec is not None
+        route, outcome, family = x.route, x.outcome, x.spec.family
+        chat_body = anthropic_compat.messages_to_chat(x.body)
+        call = targets.chat_call(
+            family, base_url=route.base_url, model=route.model, secret=route.credential.secret, chat_body=chat_body
+        )
+        response = await self.open_upstream(x, [(call.url, call.headers)], call.body)
+        message_id = "msg_" + x.request_id.removeprefix("req_")
+        try:
+            if x.stream:
+                source = source_for(family, model=route.model)
+                sink = AnthropicSink(model=str(x.body["model"]), message_id=message_id)
+                await self.relay_stream(x, response, TranslatingTap(source, sink))
+                outcome.model_served = source.model
+                usage = source.final_usage
+                if usage is not None and not outcome.client_disconnected:
+                    outcome.usage = usage
+                else:
+                    outcome.streamed_text = source.streamed_text()
+                return
+            data = await self.read_json(x, response)
+            chat, usage = targets.chat_result(family, data, model=route.model)
+            outcome.model_served = str(chat.get("model") or route.model)
+            message = anthropic_compat.chat_to_message(chat, usage, model=str(x.body["model"]))
+            message["id"] = message_id
+            await self.send_json(x, orjson.dumps(message), usage=usage)
         finally:
             response.close()
 

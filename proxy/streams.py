@@ -5,8 +5,8 @@ A *source* reads one provider family's stream bytes and yields OpenAI `chat.comp
 format the client asked for. `TranslatingTap(source, sink)` joins them for `ModelEndpoint.relay_stream`.
 
     OpenAI-format upstream  → OpenAIChunks    ┐            ┌ OpenAISink     → /v1/chat/completions
-    Anthropic upstream      → AnthropicChunks ├─ chunks ──┘
-                                              ┘
+    Anthropic upstream      → AnthropicChunks ├─ chunks ──┤
+    Gemini upstream         → GeminiChunks    ┘            └ AnthropicSink  → /v1/messages
 
 (OpenAI upstream to an OpenAI client, and Anthropic upstream to an Anthropic client, skip all this:
 the provider's bytes pass through untouched, inspected for usage on the way — proxy.sse.)
@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import orjson
 
 from billing.pricing import Usage
-from proxy.providers import anthropic, openai_format
+from proxy.providers import anthropic, anthropic_compat, gemini, openai_format
 
 
 class ChunkSource(Protocol):
@@ -131,6 +131,32 @@ class AnthropicChunks:
         return "".join(self.translator.text_parts)
 
 
+class GeminiChunks:
+    """Gemini streamGenerateContent (alt=sse) chunks → OpenAI chunks (proxy.providers.gemini)."""
+
+    def __init__(self, model: str) -> None:
+        self._buffer = b""
+        self.translator = gemini.StreamTranslator(include_usage=True, model=model)
+
+    @property
+    def model(self) -> str:
+        return self.translator.model
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        events, self._buffer = gemini.parse_sse(self._buffer + data)
+        return [chunk for event in events for chunk in self.translator.feed(event)]
+
+    def finish(self) -> list[dict[str, Any]]:
+        return self.translator.finish()
+
+    @property
+    def final_usage(self) -> Usage | None:
+        return self.translator.usage if self.translator.done else None
+
+    def streamed_text(self) -> str:
+        return "".join(self.translator.text_parts)
+
+
 class OpenAISink:
     """Chunks as OpenAI SSE; the usage-only chunk only if the client asked for it."""
 
@@ -146,6 +172,23 @@ class OpenAISink:
 
     def finish(self, source: ChunkSource) -> bytes:
         return b"data: [DONE]\n\n"
+
+
+class AnthropicSink:
+    """Chunks as Anthropic Messages stream events (proxy.providers.anthropic_compat)."""
+
+    def __init__(self, *, model: str, message_id: str) -> None:
+        self.translator = anthropic_compat.ChunkTranslator(model, message_id)
+
+    def feed(self, chunks: list[dict[str, Any]]) -> bytes:
+        return b"".join(
+            anthropic_compat.sse_event(kind, data) for chunk in chunks for kind, data in self.translator.feed(chunk)
+        )
+
+    def finish(self, source: ChunkSource) -> bytes:
+        return b"".join(
+            anthropic_compat.sse_event(kind, data) for kind, data in self.translator.finish(source.final_usage)
+        )
 
 
 class Sink(Protocol):
@@ -176,4 +219,6 @@ def source_for(family: str, *, model: str) -> ChunkSource:
         return OpenAIChunks()
     if family == "anthropic":
         return AnthropicChunks()
+    if family == "google":
+        return GeminiChunks(model)
     raise ValueError(f"no stream source for family {family!r}")

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from proxy.fake_provider import gemini as fake_gemini
 from proxy.types import Receive, Scope, Send
 
 CREATED = 1_700_000_000
@@ -231,6 +232,9 @@ class FakeProvider:
             await self._json(send, 400, {}, self._envelope(family)(400, "We could not parse the JSON body."))
             return
         model = payload.get("model") if isinstance(payload, dict) else None
+        gemini_call = fake_gemini.model_and_method(path) if family == "google" else None
+        if gemini_call is not None:
+            model = gemini_call[0]  # Gemini names the model in the URL
         controls = Controls(headers, model if isinstance(model, str) else None)
         if not self._authorised(family, headers, query):
             await self._json(send, *self._unauthorised(family))
@@ -241,6 +245,12 @@ class FakeProvider:
         forced = _forced(controls, family)
         if forced is not None:
             await self._json(send, *forced)
+            return
+        if gemini_call is not None and method == "POST":
+            await self._gemini(send, payload, gemini_call, controls)
+            return
+        if family == "anthropic" and method == "POST" and path == "/v1/messages/count_tokens":
+            await self._json(send, 200, {}, fake_gemini.count_tokens(payload))
             return
         if family == "anthropic" and method == "POST" and path == "/v1/messages":
             problem = _anthropic_invalid(payload)
@@ -281,6 +291,24 @@ class FakeProvider:
             await self._json(send, 200, {}, self._models(family))
             return
         await self._json(send, 404, {}, self._envelope(family)(404, f"Unknown path {method} {path}"))
+
+    async def _gemini(self, send: Send, payload: dict[str, Any], call: tuple[str, str], controls: Controls) -> None:
+        model, method = call
+        model = controls.model or model
+        if method in ("embedContent", "batchEmbedContents"):
+            status, body = fake_gemini.embed(payload, method)
+            await self._json(send, status, {}, body)
+            return
+        if method not in ("generateContent", "streamGenerateContent"):
+            await self._json(send, 404, {}, google_error(404, f"Method {method} is not found for model {model}."))
+            return
+        problem = fake_gemini.invalid(payload)
+        if problem:
+            await self._json(send, 400, {}, google_error(400, problem))
+        elif method == "streamGenerateContent":
+            await fake_gemini.stream(send, payload, model, controls)
+        else:
+            await self._json(send, 200, {}, fake_gemini.generate(payload, model, controls))
 
     # --- auth ------------------------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from billing.pricing import Usage
-from proxy.providers import anthropic, azure, openai_format
+from proxy.providers import anthropic, azure, gemini, openai_format
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +31,10 @@ def chat_call(family: str, *, base_url: str, model: str, secret: str, chat_body:
     if family == "anthropic":
         body = anthropic.chat_to_messages(chat_body, upstream_model=model)
         return UpstreamCall(anthropic.messages_url(base_url), anthropic.auth_headers(secret), body)
+    if family == "google":
+        body = gemini.chat_to_gemini(chat_body, upstream_model=model)
+        url = gemini.generate_url(base_url, model, stream=bool(chat_body.get("stream")))
+        return UpstreamCall(url, gemini.auth_headers(secret), body)
     raise ValueError(f"no chat target for family {family!r}")
 
 
@@ -40,4 +44,6 @@ def chat_result(family: str, data: dict[str, Any], *, model: str) -> tuple[dict[
         return data, openai_format.usage_from_openai(data.get("usage"))
     if family == "anthropic":
         return anthropic.message_to_chat(data)
+    if family == "google":
+        return gemini.response_to_chat(data, model=model)
     raise ValueError(f"no chat target for family {family!r}")

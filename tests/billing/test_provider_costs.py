@@ -13,7 +13,7 @@ from decimal import Decimal
 import pytest
 
 from billing.pricing import Price, Usage, cost_nanos
-from proxy.providers import anthropic, openai_format
+from proxy.providers import anthropic, gemini, openai_format
 
 D = Decimal
 
@@ -71,6 +71,22 @@ def test_anthropic_cache_reads_and_writes_outside_input():
     assert usage == Usage(input=1234, cached_input=5678, cache_write=910, output=321)
     # 1234 x 3 + 5678 x 0.30 + 910 x 3.75 + 321 x 15 = 3702 + 1703.4 + 3412.5 + 4815 = 13632.9
     assert cost_nanos(price, usage) == 13_632_900
+
+
+def test_gemini_cached_inside_prompt_and_thoughts_outside_candidates():
+    price = Price(input=D("0.30"), cached_input=D("0.075"), output=D("2.50"))
+    usage = gemini.usage_from_gemini(
+        {
+            "promptTokenCount": 1500,
+            "cachedContentTokenCount": 1000,
+            "candidatesTokenCount": 200,
+            "thoughtsTokenCount": 300,
+            "totalTokenCount": 2000,
+        }
+    )
+    assert usage == Usage(input=500, cached_input=1000, output=200, reasoning=300)
+    # 500 x 0.30 + 1000 x 0.075 + 200 x 2.50 + 300 x 2.50 = 150 + 75 + 500 + 750 = 1475
+    assert cost_nanos(price, usage) == 1_475_000
 
 
 def test_embeddings_are_input_only():

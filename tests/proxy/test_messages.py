@@ -1,9 +1,10 @@
 """The `anthropic` SDK pointed at Turnpike's /v1/messages over real sockets: native pass-through to
-Anthropic, streaming and not, tools included; errors in Anthropic's envelope so the SDK raises its
-own exception classes."""
+Anthropic, and translated to an OpenAI model and a Gemini model, streaming and not, tools included;
+errors in Anthropic's envelope so the SDK raises its own exception classes."""
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import anthropic
@@ -87,6 +88,14 @@ def test_native_tool_use(claude_sdk):
     assert block.name == "get_weather" and "city" in block.input and message.stop_reason == "tool_use"
 
 
+def test_count_tokens_for_an_anthropic_model(claude_sdk, r):
+    sdk, proxy = claude_sdk()
+    counted = sdk.messages.count_tokens(model="claude-haiku-4-5", messages=HELLO)
+    assert counted.input_tokens > 0
+    proxy.drain()
+    assert events(r) == []  # free at Anthropic: nothing billed
+
+
 def test_errors_come_in_anthropics_envelope(claude_sdk, make_tenant, start_proxy):
     sdk, proxy = claude_sdk()
     with pytest.raises(anthropic.BadRequestError) as caught:
@@ -119,11 +128,96 @@ def test_upstream_rate_limit_is_anthropics_rate_limit_error(claude_sdk):
     assert caught.value.response.headers.get("retry-after") == "1"
 
 
-# --- not yet: other providers behind the Anthropic API --------------------------------------------------------
+# --- translated: an OpenAI model behind the Anthropic API ------------------------------------------------------
 
 
-def test_an_openai_model_through_messages_is_a_clear_400_for_now(claude_sdk):
+def test_openai_model_answers_as_an_anthropic_message(claude_sdk, r):
+    sdk, proxy = claude_sdk(provider="openai")
+    message = sdk.messages.create(model="openai/gpt-4o-mini", max_tokens=100, system="Be brief.", messages=HELLO)
+    assert message.type == "message" and message.role == "assistant"
+    assert message.content[0].type == "text" and message.content[0].text
+    assert message.stop_reason == "end_turn" and message.usage.output_tokens > 0
+    proxy.drain()
+    (event,) = events(r)
+    assert event.provider == "openai" and event.priced
+    assert event.input_tokens == message.usage.input_tokens and event.output_tokens == message.usage.output_tokens
+
+
+def test_openai_model_streams_anthropic_events(claude_sdk, r):
+    sdk, proxy = claude_sdk(provider="openai")
+    with sdk.messages.stream(model="openai/gpt-4o-mini", max_tokens=100, messages=HELLO) as stream:
+        kinds = []
+        text = ""
+        for event in stream:
+            kinds.append(event.type)
+            if event.type == "text":
+                text += event.text
+        final = stream.get_final_message()
+    assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
+    assert final.content[0].text == text and final.stop_reason == "end_turn"
+    proxy.drain()
+    (event,) = events(r)
+    assert event.stream and not event.estimated and event.output_tokens == final.usage.output_tokens
+    assert final.usage.input_tokens == event.input_tokens
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_openai_model_tool_use_round_trip(claude_sdk, stream):
+    sdk, _ = claude_sdk(provider="openai")
+    ask = [{"role": "user", "content": "Weather in Paris?"}]
+    if stream:
+        with sdk.messages.stream(model="openai/gpt-4o-mini", max_tokens=200, tools=TOOLS, messages=ask) as s:
+            message = s.get_final_message()
+    else:
+        message = sdk.messages.create(model="openai/gpt-4o-mini", max_tokens=200, tools=TOOLS, messages=ask)
+    (block,) = [b for b in message.content if b.type == "tool_use"]
+    assert block.name == "get_weather" and block.input == {"city": "example"} and message.stop_reason == "tool_use"
+    # the tool result goes back as Anthropic's tool_result block; the OpenAI model answers in text
+    follow_up = sdk.messages.create(
+        model="openai/gpt-4o-mini",
+        max_tokens=200,
+        tools=TOOLS,
+        messages=[
+            *ask,
+            {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in message.content]},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": block.id, "content": json.dumps({"temp": 21})}],
+            },
+        ],
+    )
+    assert follow_up.content[0].type == "text" and follow_up.stop_reason == "end_turn"
+
+
+def test_count_tokens_for_an_openai_model_is_a_clear_400(claude_sdk):
     sdk, _ = claude_sdk(provider="openai")
     with pytest.raises(anthropic.BadRequestError) as caught:
-        sdk.messages.create(model="openai/gpt-4o-mini", max_tokens=10, messages=HELLO)
-    assert "OpenAI" in caught.value.body["error"]["message"]
+        sdk.messages.count_tokens(model="openai/gpt-4o-mini", messages=HELLO)
+    assert "Anthropic models" in caught.value.body["error"]["message"]
+
+
+def test_unsupported_field_for_an_openai_model_is_a_clear_400(claude_sdk):
+    sdk, _ = claude_sdk(provider="openai")
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        sdk.messages.create(model="openai/gpt-4o-mini", max_tokens=10, messages=HELLO, extra_body={"top_k": 5})
+    assert "top_k" in caught.value.body["error"]["message"]
+
+
+# --- translated: a Gemini model behind the Anthropic API -------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_gemini_model_through_the_anthropic_api(claude_sdk, r, stream):
+    sdk, proxy = claude_sdk(provider="google")
+    if stream:
+        with sdk.messages.stream(model="google/gemini-2.5-flash", max_tokens=100, messages=HELLO) as s:
+            text = "".join(s.text_stream)
+            message = s.get_final_message()
+        assert text == message.content[0].text
+    else:
+        message = sdk.messages.create(model="google/gemini-2.5-flash", max_tokens=100, messages=HELLO)
+    assert message.content[0].type == "text" and message.content[0].text and message.stop_reason == "end_turn"
+    proxy.drain()
+    (event,) = events(r)
+    assert event.provider == "google" and event.priced and not event.estimated
+    assert event.output_tokens + event.reasoning_tokens == message.usage.output_tokens
