@@ -366,7 +366,7 @@ def sse_event(kind: str, data: dict[str, Any]) -> bytes:
 
 class ChunkTranslator:
     """Feed OpenAI chat chunks in order; get the Anthropic stream events for each. `finish(usage)`
-    closes the message once the upstream stream has ended."""
+    closes the message once the upstream stream has ended (and sends the tool calls: see there)."""
 
     def __init__(self, model: str, message_id: str) -> None:
         self.model = model
@@ -377,7 +377,7 @@ class ChunkTranslator:
         self._started = False
         self._block = -1  # index of the open content block, -1 if none
         self._block_kind = ""  # "text" | "tool"
-        self._tool_blocks: dict[int, int] = {}  # OpenAI tool_call index -> content block index
+        self._calls: dict[int, dict[str, Any]] = {}  # OpenAI tool_call index -> id, name, argument fragments
         self._next_block = 0
         self._finish_reason: str | None = None
 
@@ -450,43 +450,37 @@ class ChunkTranslator:
             for call in delta.get("tool_calls") or []:
                 if not isinstance(call, dict):
                     continue
-                position = int(call.get("index") or 0)
                 function = call.get("function") or {}
-                if position not in self._tool_blocks:
-                    events += self._open(
-                        "tool",
-                        {
-                            "type": "tool_use",
-                            "id": str(call.get("id") or f"toolu_{position}"),
-                            "name": str(function.get("name") or ""),
-                            "input": {},
-                        },
-                    )
-                    self._tool_blocks[position] = self._block
-                    self.text_parts.append(str(function.get("name") or ""))
-                fragment = function.get("arguments")
-                if isinstance(fragment, str) and fragment:
-                    block = self._tool_blocks[position]
-                    if block != self._block:
-                        # a fragment for a call whose block was closed: Anthropic blocks do not reopen
-                        continue
-                    self.text_parts.append(fragment)
-                    events.append(
-                        (
-                            "content_block_delta",
-                            {
-                                "type": "content_block_delta",
-                                "index": block,
-                                "delta": {"type": "input_json_delta", "partial_json": fragment},
-                            },
-                        )
-                    )
+                entry = self._calls.setdefault(int(call.get("index") or 0), {"id": "", "name": "", "arguments": []})
+                entry["id"] = entry["id"] or str(call.get("id") or "")
+                if isinstance(function.get("name"), str) and function["name"] and not entry["name"]:
+                    entry["name"] = function["name"]
+                    self.text_parts.append(function["name"])
+                if isinstance(function.get("arguments"), str) and function["arguments"]:
+                    entry["arguments"].append(function["arguments"])
+                    self.text_parts.append(function["arguments"])
             if choice.get("finish_reason"):
                 self._finish_reason = str(choice["finish_reason"])
         return events
 
     def finish(self, usage: Usage | None) -> list[tuple[str, dict[str, Any]]]:
+        """Close the text block, send each tool call whole (in call order), then the stop reason and usage.
+
+        Tool calls are buffered rather than streamed fragment by fragment: an Anthropic content block
+        cannot reopen once closed, and an upstream that interleaves fragments of parallel calls (or
+        text after a call) would otherwise lose arguments. Text still streams as it arrives."""
         events = self._start() + self._close()
+        for position in sorted(self._calls):
+            entry = self._calls[position]
+            block = {"type": "tool_use", "id": entry["id"] or f"toolu_{position}", "name": entry["name"], "input": {}}
+            events += self._open("tool", block)
+            arguments = "".join(entry["arguments"])
+            if arguments:
+                delta = {"type": "input_json_delta", "partial_json": arguments}
+                events.append(
+                    ("content_block_delta", {"type": "content_block_delta", "index": self._block, "delta": delta})
+                )
+            events += self._close()
         final = usage or self.usage or Usage()
         events.append(
             (

@@ -335,6 +335,8 @@ def chat_to_gemini(body: dict[str, Any], *, upstream_model: str) -> dict[str, An
     for name in body:
         if name not in _TRANSLATED and name not in _IGNORED and body[name] is not None:
             raise _unsupported(name)
+    if body.get("parallel_tool_calls") is False:
+        raise _unsupported("parallel_tool_calls", " (Gemini decides how many calls to make; false cannot be enforced)")
     system, contents = _contents(body["messages"])
     if not contents:
         raise _bad("`messages` needs at least one user or assistant message for Gemini models.", "messages")
