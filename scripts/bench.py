@@ -332,7 +332,12 @@ Run it again with `make bench`; the script rewrites this file.
   and polls every pooled connection on every request. The upstream client moved to aiohttp
   (`proxy/upstream.py`): 2,158 req/s, +1.0 ms p50, +2.0 ms p99.
 - Same day: the usage event went onto the stream as one JSON field instead of ~50 string fields
-  (redis-py spent most of the emission packing arguments): the numbers in the table above.
+  (redis-py spent most of the emission packing arguments): 2,411 req/s, +0.62 ms p50, +1.79 ms p99.
+- Same day, after every model endpoint moved onto one shared lifecycle (`proxy/gateway.py`) and the
+  Gemini/Anthropic-compat work: two runs gave 2,022 and 2,054 req/s, +0.87 and +0.94 ms p50,
+  +1.81 and +1.79 ms p99. The direct column moved too (p50 0.47 → 0.61–0.68 ms), so part of it is
+  this shared machine, but the p50 target now has little room: profile before the next hot-path
+  change (py-spy against `make bench`, as above).
 """
     DOC.write_text(text)
     return table
