@@ -282,3 +282,107 @@ def test_openai_to_anthropic_and_back_is_lossless(conversation):
     for name in ("temperature", "top_p"):
         assert back.get(name) == original.get(name), name
     assert back.get("stop", []) == original.get("stop", [])
+
+
+# --- robustness: malformed input is a 400, never a crash ---------------------------------------------------
+
+json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(allow_nan=False), texts)
+json_any = st.recursive(
+    json_leaf,
+    lambda children: st.one_of(st.lists(children, max_size=3), st.dictionaries(names, children, max_size=3)),
+    max_leaves=12,
+)
+chat_keys = st.sampled_from(
+    ["content", "tool_calls", "tool_call_id", "name", "type", "function", "arguments", "image_url", "url", "text"]
+)
+loose_objects = st.recursive(
+    json_leaf,
+    lambda children: st.one_of(st.lists(children, max_size=3), st.dictionaries(chat_keys, children, max_size=4)),
+    max_leaves=16,
+)
+
+
+@st.composite
+def malformed_chat_bodies(draw: Any) -> dict[str, Any]:
+    messages = draw(
+        st.lists(
+            st.builds(
+                lambda role, rest: {"role": role, **rest},
+                st.sampled_from(["system", "user", "assistant", "tool", "developer", "robot"]),
+                st.dictionaries(chat_keys, loose_objects, max_size=3),
+            ),
+            min_size=1,
+            max_size=4,
+        )
+    )
+    body: dict[str, Any] = {"model": "m", "messages": messages}
+    for name in ("tools", "tool_choice", "response_format", "stop", "temperature", "reasoning_effort", "n"):
+        if draw(st.booleans()):
+            body[name] = draw(json_any)
+    return body
+
+
+@given(malformed_chat_bodies())
+def test_malformed_chat_requests_are_400s_for_every_translator(body):
+    from proxy.chat import validate_chat_body
+    from proxy.errors import ProxyError
+
+    for translate in (
+        lambda b: chat_to_gemini(b, upstream_model="m"),
+        lambda b: chat_to_messages(b, upstream_model="m"),
+    ):
+        try:
+            validate_chat_body(body)
+            translate(body)
+        except ProxyError as error:
+            assert error.status == 400
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "model",
+                "max_tokens",
+                "messages",
+                "system",
+                "tools",
+                "tool_choice",
+                "thinking",
+                "stop_sequences",
+                "metadata",
+            ]
+        ),
+        json_any,
+        max_size=8,
+    ),
+    st.lists(
+        st.builds(
+            lambda role, content: {"role": role, "content": content},
+            st.sampled_from(["user", "assistant"]),
+            st.one_of(
+                texts,
+                st.lists(
+                    st.dictionaries(
+                        st.sampled_from(["type", "text", "id", "name", "input", "tool_use_id", "content", "source"]),
+                        loose_objects,
+                        max_size=4,
+                    ).map(lambda d: {"type": "text", **d} if "type" not in d else d),
+                    max_size=3,
+                ),
+            ),
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+)
+def test_malformed_anthropic_requests_are_400s(body, messages):
+    from proxy.errors import ProxyError
+
+    candidate = {"model": "m", "max_tokens": 10, **body}
+    if not isinstance(candidate.get("messages"), list):
+        candidate["messages"] = messages
+    try:
+        messages_to_chat(candidate)
+    except ProxyError as error:
+        assert error.status == 400
