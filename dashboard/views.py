@@ -233,6 +233,8 @@ def connect(request: HttpRequest, slug: str) -> HttpResponse:
             request,
             "connect",
             base_url=settings.TURNPIKE_PROXY_BASE_URL,
+            # the anthropic SDK appends /v1/messages itself
+            anthropic_base_url=settings.TURNPIKE_PROXY_BASE_URL.rstrip("/").removesuffix("/v1"),
             model=model,
             has_credentials=bool(credentials),
         ),
