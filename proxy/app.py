@@ -3,7 +3,7 @@
 Routes:
     POST /v1/chat/completions         OpenAI chat, streaming and not, to every provider (proxy.chat)
     POST /v1/messages                 Anthropic Messages, to every provider (proxy.messages)
-    POST /v1/messages/count_tokens    Anthropic token counting, Anthropic models (proxy.messages)
+    POST /v1/messages/count_tokens    token counting: Anthropic's, or a local estimate (proxy.messages)
     POST /v1/responses                OpenAI Responses, OpenAI and compatible (proxy.responses)
     POST /v1/embeddings               embeddings, OpenAI-format, Azure, Gemini (proxy.embeddings)
     GET  /v1/models                   the models this key may call

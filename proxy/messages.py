@@ -19,7 +19,7 @@ import orjson
 from billing.pricing import Usage
 from proxy.errors import ProxyError
 from proxy.gateway import Exchange, ModelEndpoint
-from proxy.http import header
+from proxy.http import header, send_bytes
 from proxy.providers import anthropic, anthropic_compat, targets
 from proxy.sse import AnthropicUsageTap
 from proxy.streams import AnthropicSink, TranslatingTap, source_for
@@ -141,48 +141,44 @@ class Messages(ModelEndpoint):
 
 
 class CountTokens(ModelEndpoint):
-    """Anthropic's token counting, for Anthropic models (free at Anthropic: no usage event, no charge)."""
+    """Anthropic's token counting (`POST /v1/messages/count_tokens`). Free at Anthropic, so no usage event
+    and no charge.
+
+    Anthropic models: passed through to Anthropic. Other models (an Anthropic-SDK app such as Claude
+    Code pointed at an OpenAI or Gemini model): counted locally with the OpenAI tokenizer over the
+    request's text, tools included, and marked `x-turnpike-estimated: true`; a client that budgets its
+    context with this endpoint keeps working instead of failing on a 400."""
 
     path = COUNT_TOKENS_PATH
-    families = frozenset({"anthropic"})
+    families = frozenset({"anthropic", "openai", "azure", "google"})
     anthropic_errors = True
 
     def validate(self, body: dict[str, Any]) -> None:
         model = body.get("model")
         if not isinstance(model, str) or not model.strip():
-            raise ProxyError.invalid_request("`model` is required and must be a string.", param="model")
-        if not isinstance(body.get("messages"), list):
-            raise ProxyError.invalid_request("`messages` is required and must be an array.", param="messages")
-
-    def unsupported(self, spec: Any, model: str) -> ProxyError:
-        return ProxyError.invalid_request(
-            f"Token counting is available for Anthropic models; `{model}` is served by {spec.label}.",
-            param="model",
-            code="unsupported_provider",
-        )
+            raise ProxyError.invalid_request("model: Field required (a string).", param="model")
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise ProxyError.invalid_request("messages: Field required (a non-empty array).", param="messages")
 
     async def __call__(self, x: Exchange) -> None:
         try:
             self.validate(x.body)
-            route, _ = self.route(x)
-            url = anthropic.messages_url(route.base_url) + "/count_tokens"
-            body = {**x.body, "model": route.model}
-            response = await self.open_upstream(x, [(url, anthropic_headers(x, route.credential.secret))], body)
-            try:
-                await self.read_json(x, response)
-            finally:
-                response.close()
-            await x.send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(response.content)).encode()),
-                        (b"x-request-id", x.request_id.encode()),
-                    ],
-                }
-            )
-            await x.send({"type": "http.response.body", "body": response.content})
+            route, spec = self.route(x)
+            headers = [(b"x-request-id", x.request_id.encode())]
+            if spec.family == "anthropic":
+                url = anthropic.messages_url(route.base_url) + "/count_tokens"
+                body = {**x.body, "model": route.model}
+                response = await self.open_upstream(x, [(url, anthropic_headers(x, route.credential.secret))], body)
+                try:
+                    await self.read_json(x, response)
+                finally:
+                    response.close()
+                payload = response.content
+            else:
+                text = text_of_request(x.body) + "\n" + orjson.dumps(x.body.get("tools") or []).decode()
+                payload = orjson.dumps({"input_tokens": count_text(text, model=route.model)})
+                headers.append((b"x-turnpike-estimated", b"true"))
+            await send_bytes(x.send, 200, payload, headers=headers)
         except ProxyError as error:
             await self.rt.send_error(x.send, error, request_id=x.request_id, anthropic=True)

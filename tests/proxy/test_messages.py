@@ -189,11 +189,16 @@ def test_openai_model_tool_use_round_trip(claude_sdk, stream):
     assert follow_up.content[0].type == "text" and follow_up.stop_reason == "end_turn"
 
 
-def test_count_tokens_for_an_openai_model_is_a_clear_400(claude_sdk):
-    sdk, _ = claude_sdk(provider="openai")
-    with pytest.raises(anthropic.BadRequestError) as caught:
-        sdk.messages.count_tokens(model="openai/gpt-4o-mini", messages=HELLO)
-    assert "Anthropic models" in caught.value.body["error"]["message"]
+def test_count_tokens_for_an_openai_model_is_estimated_locally(claude_sdk, r):
+    sdk, proxy = claude_sdk(provider="openai")
+    short = sdk.messages.with_raw_response.count_tokens(model="openai/gpt-4o-mini", messages=HELLO)
+    longer = sdk.messages.count_tokens(
+        model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "Say hello " * 50}], tools=TOOLS
+    )
+    assert short.headers["x-turnpike-estimated"] == "true"
+    assert 0 < short.parse().input_tokens < longer.input_tokens
+    proxy.drain()
+    assert events(r) == []
 
 
 def test_unsupported_field_for_an_openai_model_is_a_clear_400(claude_sdk):
