@@ -50,6 +50,7 @@ class Outcome:
     response_started: bool = False
     client_disconnected: bool = False
     streamed_text: str = ""
+    priced: tuple[Usage, int | None] | None = None  # (usage, cost) already computed for the cost header
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -177,7 +178,10 @@ class ModelEndpoint:
                 outcome.usage = self.count_locally(x)
                 outcome.estimated = True
             if outcome.usage is not None:
-                cost = cost_nanos(route.price, outcome.usage)
+                if outcome.priced is not None and outcome.priced[0] is outcome.usage:
+                    cost = outcome.priced[1]
+                else:
+                    cost = cost_nanos(route.price, outcome.usage)
                 charge = charge_nanos(cost, rate=rate) or 0
         except ProxyError as error:
             outcome.status = error.status
@@ -269,7 +273,9 @@ class ModelEndpoint:
         x.mark_first_byte()
         headers = [(b"x-request-id", x.request_id.encode())]
         if usage is not None:
-            headers.append((b"x-turnpike-cost-usd", usd(cost_nanos(x.route.price, usage))))
+            cost = cost_nanos(x.route.price, usage)
+            x.outcome.priced = (usage, cost)
+            headers.append((b"x-turnpike-cost-usd", usd(cost)))
         await x.send(
             {
                 "type": "http.response.start",
