@@ -356,8 +356,8 @@ Run it again with `make bench`; the script rewrites this file.
 - Same day, after every model endpoint moved onto one shared lifecycle (`proxy/gateway.py`):
   `make bench` runs had drifted to +0.9…+1.3 ms at p50. An A/B on identical services showed no
   regression (before the refactor 2,340 req/s, +0.72 ms p50; after, 2,220 req/s, +0.60 ms). The
-  drift came from the bench itself: each run left ~100k never-ingested usage events in the dev
-  Redis, whose append-only file then grew, was replayed at start and rewritten mid-run. The bench
+  drift came with the bench itself: each run left ~100k never-ingested usage events in the dev
+  Redis (90k were there, a growing append-only file to replay and rewrite; the likely cause). The bench
   now gives the proxy its own Redis database, emptied before and after. Against the private Redis
   `make bench` uses (AOF, fsync every second, as production runs it for durability) p50 lands near
   +0.9 ms: the ≤ 1 ms target holds, with little room; profile before the next hot-path change.
