@@ -273,7 +273,10 @@ def chat_to_messages(body: dict[str, Any], *, upstream_model: str) -> dict[str, 
         out["top_p"] = body["top_p"]
     stop = body.get("stop")
     if stop is not None:
-        out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+        stops = [stop] if isinstance(stop, str) else stop
+        if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+            raise ProxyError.invalid_request("`stop` must be a string or an array of strings.", param="stop")
+        out["stop_sequences"] = stops
     if body.get("tools"):
         out["tools"] = _tools(body["tools"])
     choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
