@@ -28,7 +28,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy config tenants billing proxy dashboard
+	$(VENV)/bin/mypy config contracts tenants billing proxy dashboard
 
 migrate: $(STAMP)
 	$(VENV)/bin/python manage.py migrate

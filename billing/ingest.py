@@ -7,7 +7,7 @@ One batch is one Postgres transaction:
   4. move gateway keys' last_used_at forward.
 Only after it commits are the entries acknowledged, by one Lua call that also removes their charges
 from the workspaces' pending totals and moves the Redis balance to the committed ledger version
-(proxy.balance.ACK). A consumer that dies before acknowledging leaves its entries pending in the
+(contracts.balance.ACK). A consumer that dies before acknowledging leaves its entries pending in the
 group; `claim_stale` hands them to a live consumer after `claim_idle_ms`.
 """
 
@@ -30,8 +30,8 @@ from django.db import connection, transaction
 from billing.models import LedgerEntry
 from billing.selectors import workspace_balance
 from billing.services import ledger_post
-from proxy import balance
-from proxy.events import USAGE_GROUP, USAGE_STREAM, UsageEvent
+from contracts import balance
+from contracts.events import USAGE_GROUP, USAGE_STREAM, UsageEvent
 
 log = logging.getLogger("turnpike.billing.ingest")
 

@@ -9,7 +9,7 @@ from django.contrib.postgres.indexes import BrinIndex
 from django.db import models
 from django.utils import timezone
 
-from billing.pricing import Price
+from contracts.pricing import Price
 
 
 class LedgerEntry(models.Model):
@@ -65,7 +65,7 @@ _PRICE: dict[str, Any] = {"max_digits": 18, "decimal_places": 9}
 
 
 class PriceFields(models.Model):
-    """USD per 1M tokens per token type; None falls back as billing.pricing explains."""
+    """USD per 1M tokens per token type; None falls back as contracts.pricing explains."""
 
     input_usd_per_mtok = models.DecimalField(**_PRICE)
     cached_input_usd_per_mtok = models.DecimalField(**_PRICE, null=True, blank=True)
@@ -135,7 +135,7 @@ class WorkspaceModelPrice(PriceFields):
 
 
 class UsageEvent(models.Model):
-    """One proxied request, as emitted by the proxy (proxy.events.UsageEvent) and ingested by Celery.
+    """One proxied request, as emitted by the proxy (contracts.events.UsageEvent) and ingested by Celery.
 
     `request_id` is unique: ingesting the same event twice is a no-op. Sized for hundreds of millions
     of rows: a BRIN index on `started_at` (rows arrive in time order) serves time-range scans cheaply,

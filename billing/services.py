@@ -9,8 +9,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from billing.models import LedgerEntry, WorkspaceBalance
-from billing.money import usd_to_nanos
 from config.errors import ApplicationError
+from contracts.money import usd_to_nanos
 from tenants.cache import publish_balance_on_commit
 from tenants.models import User, Workspace
 from tenants.services import audit

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import hashlib
 import json
 import logging
 import time
@@ -30,26 +29,14 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from billing.pricing import Price
+from contracts import crypto
+from contracts.cachekeys import INVALIDATION_CHANNEL, hash_token, key_doc_key, workspace_doc_key
+from contracts.pricing import Price
 from proxy.store import Store
-from tenants import crypto
 
 log = logging.getLogger("turnpike.proxy.auth")
 
-INVALIDATION_CHANNEL = "tp:invalidate"
 NEGATIVE_REDIS_TTL = 30
-
-
-def key_doc_key(key_hash: str) -> str:
-    return f"tp:key:{key_hash}"
-
-
-def workspace_doc_key(workspace_id: int) -> str:
-    return f"tp:ws:{workspace_id}"
-
-
-def hash_key(plaintext: str) -> str:
-    return hashlib.sha256(plaintext.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +146,7 @@ class KeyResolver:
 
     async def resolve(self, plaintext: str) -> KeyContext | None:
         """The key's context, or None for an unknown, revoked or expired key."""
-        key_hash = hash_key(plaintext)
+        key_hash = hash_token(plaintext)
         found, doc = self._keys.get(key_hash)
         if not found:
             doc = await self._single_flight(("k", key_hash), lambda: self._load_key_doc(key_hash))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from billing.pricing import Price
+from contracts.pricing import Price
 from proxy.store import CatalogRow
 
 # When a bare model name is offered by several providers, prefer them in this order.

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from billing.pricing import Usage
+from contracts.pricing import Usage
 from proxy.errors import ProxyError
 from proxy.gateway import Exchange, ModelEndpoint
 from proxy.providers import openai_format, targets

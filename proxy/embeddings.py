@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from billing.pricing import Usage, charge_nanos, cost_nanos
+from contracts.pricing import Usage, charge_nanos, cost_nanos
 from proxy.errors import ProxyError
 from proxy.gateway import BYTES_PER_TOKEN_ESTIMATE, Exchange, ModelEndpoint
 from proxy.providers import azure, gemini, openai_format

@@ -21,12 +21,12 @@ from typing import Any, Protocol
 
 import orjson
 
-from billing.pricing import Usage, charge_nanos, cost_nanos
+from contracts.events import UsageEvent
+from contracts.pricing import Usage, charge_nanos, cost_nanos
+from contracts.providers import ProviderSpec, get_spec
 from proxy.auth import KeyContext
 from proxy.errors import ProxyError
-from proxy.events import UsageEvent
 from proxy.http import header
-from proxy.providers.registry import ProviderSpec, get_spec
 from proxy.routing import Route, resolve
 from proxy.runtime import Runtime
 from proxy.types import Receive, Scope, Send

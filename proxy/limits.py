@@ -1,6 +1,6 @@
 """Enforcement before forwarding: the prepaid balance (budgets and rate limits join here later).
 
-Checks are single Lua calls (proxy.balance), atomic across every proxy worker. When Redis is
+Checks are single Lua calls (contracts.balance), atomic across every proxy worker. When Redis is
 unreachable the proxy keeps serving a workspace whose last known available balance was positive
 (so an outage never blocks a funded workspace) and refuses one it last saw at or below zero.
 """
@@ -13,7 +13,7 @@ import time
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from proxy import balance
+from contracts import balance
 from proxy.store import Store
 
 log = logging.getLogger("turnpike.proxy.limits")

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from billing.pricing import Usage
+from contracts.pricing import Usage
 from proxy.errors import ProxyError
 from proxy.gateway import Exchange, ModelEndpoint
 from proxy.http import header, send_bytes

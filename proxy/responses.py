@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from billing.pricing import Usage
+from contracts.pricing import Usage
+from contracts.providers import ProviderSpec
 from proxy.errors import ProxyError
 from proxy.gateway import Exchange, ModelEndpoint
 from proxy.providers import azure, openai_format
-from proxy.providers.registry import ProviderSpec
 from proxy.sse import ResponsesUsageTap
 from proxy.tokens import count_text
 

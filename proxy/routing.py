@@ -13,28 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from billing.pricing import Price
+from contracts.pricing import Price
+from contracts.providers import PROVIDERS, get_spec
 from proxy.auth import Credential, WorkspaceContext
 from proxy.catalog import Catalog
 from proxy.errors import ProxyError
-from proxy.providers.registry import get_spec
-
-KNOWN_PROVIDER_TYPES = frozenset(
-    {
-        "openai",
-        "anthropic",
-        "google",
-        "groq",
-        "deepinfra",
-        "together",
-        "mistral",
-        "xai",
-        "fireworks",
-        "openrouter",
-        "azure_openai",
-        "openai_compatible",
-    }
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +54,7 @@ def resolve(
     prefix, sep, rest = requested.partition("/")
     if sep and rest:
         credential = next((c for c in workspace.credentials if c.slug == prefix), None)
-        if credential is None and prefix in KNOWN_PROVIDER_TYPES:
+        if credential is None and prefix in PROVIDERS:
             credential = workspace.credential_for(prefix)
             if credential is None:
                 raise ProxyError.model_not_found(

@@ -8,6 +8,7 @@ import logging
 
 import redis.asyncio as aioredis
 
+from contracts import crypto
 from proxy import upstream
 from proxy.auth import KeyResolver
 from proxy.catalog import Catalog
@@ -16,7 +17,6 @@ from proxy.http import send_error
 from proxy.limits import BalanceGate
 from proxy.store import Store
 from proxy.usage import UsageEmitter
-from tenants import crypto
 
 log = logging.getLogger("turnpike.proxy")
 

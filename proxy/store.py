@@ -15,7 +15,7 @@ from typing import Any
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from billing.pricing import Price
+from contracts.pricing import Price
 
 KEY_SQL = """
 SELECT k.id AS key_id, k.public_id::text AS key_public_id, k.name AS key_name, k.expires_at, k.revoked_at,

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from billing.pricing import Usage
+from contracts.pricing import Usage
 from proxy.providers import anthropic, anthropic_compat, gemini, openai_format
 
 

@@ -2,7 +2,7 @@
 
 `UsageEmitter.emit` runs after the response is complete, as a background task: one Lua call
 releases the request's reservation, adds its charge to the workspace's pending total and appends the
-event to the stream (proxy.balance.SETTLE_AND_EMIT). If Redis is unreachable the event goes to a
+event to the stream (contracts.balance.SETTLE_AND_EMIT). If Redis is unreachable the event goes to a
 local spool file (one JSON line per event, per worker process); a background loop replays spool
 files once Redis answers again. Replaying a line twice (a crash mid-replay) is harmless: the stream
 then holds the event twice, each copy's pending charge is added once and removed once when acked,
@@ -22,8 +22,8 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from proxy import balance
-from proxy.events import USAGE_STREAM, UsageEvent
+from contracts import balance
+from contracts.events import USAGE_STREAM, UsageEvent
 
 log = logging.getLogger("turnpike.proxy.usage")
 

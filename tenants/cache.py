@@ -13,8 +13,8 @@ import redis
 from django.conf import settings
 from django.db import transaction
 
-from proxy import balance
-from proxy.auth import INVALIDATION_CHANNEL, key_doc_key, workspace_doc_key
+from contracts import balance
+from contracts.cachekeys import INVALIDATION_CHANNEL, key_doc_key, workspace_doc_key
 
 log = logging.getLogger("turnpike.tenants.cache")
 

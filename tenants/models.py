@@ -127,7 +127,7 @@ class WorkspaceDataKey(models.Model):
     """The workspace's data-encryption key, wrapped (AES-GCM) by a master key from the environment.
 
     Rotating the master key re-wraps this row only; provider secrets encrypted under the data key
-    stay untouched (see tenants.crypto and `manage.py rotate_master_key`)."""
+    stay untouched (see contracts.crypto and `manage.py rotate_master_key`)."""
 
     workspace = models.OneToOneField(Workspace, on_delete=models.CASCADE, related_name="data_key")
     master_key_id = models.CharField(max_length=64)

@@ -7,7 +7,6 @@ dashboard and management commands share one rule set.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 from datetime import datetime, timedelta
@@ -20,14 +19,17 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from config.errors import ApplicationError, PermissionDenied
-from proxy.providers.credential_check import check_credential, validate_base_url
-from proxy.providers.registry import get_spec
-from tenants import crypto
+from contracts import crypto
+from contracts.cachekeys import hash_token
+from contracts.netguard import validate_base_url
+from contracts.providers import get_spec
 from tenants.cache import (
     invalidate_all_workspaces_on_commit,
     invalidate_key_on_commit,
     invalidate_workspace_on_commit,
 )
+from tenants.credential_check import check_credential
+from tenants.keyring import keyring
 from tenants.models import (
     AuditLog,
     GatewayKey,
@@ -48,12 +50,6 @@ GATEWAY_KEY_DISPLAY_CHARS = 8  # random characters kept after the prefix for rec
 
 
 # --- helpers -----------------------------------------------------------------------------------------
-
-
-def hash_token(token: str) -> str:
-    """SHA-256 hex of a high-entropy token (gateway keys, invitation tokens). A slow password hash is
-    not needed: the token carries 256 random bits, and the proxy must verify it in microseconds."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def audit(
@@ -109,7 +105,9 @@ def workspace_create(*, name: str, acting_user: User, ip: str | None = None) -> 
     slug = _unique_slug(name, lambda s: Workspace.objects.filter(slug=s).exists())
     workspace = Workspace.objects.create(name=name, slug=slug, created_by=acting_user)
     Membership.objects.create(workspace=workspace, user=acting_user, role=Role.OWNER)
-    key_id, wrapped = crypto.wrap_data_key(dek=crypto.new_data_key(), workspace_public_id=str(workspace.public_id))
+    key_id, wrapped = crypto.wrap_data_key(
+        dek=crypto.new_data_key(), workspace_public_id=str(workspace.public_id), ring=keyring()
+    )
     WorkspaceDataKey.objects.create(workspace=workspace, master_key_id=key_id, wrapped_key=wrapped)
     audit(workspace=workspace, actor=acting_user, action="workspace.created", target=workspace, ip=ip)
     return workspace
@@ -141,13 +139,14 @@ def _workspace_dek(workspace: Workspace) -> bytes:
         master_key_id=data_key.master_key_id,
         wrapped=bytes(data_key.wrapped_key),
         workspace_public_id=str(workspace.public_id),
+        ring=keyring(),
     )
 
 
 def master_key_rotate(*, batch_size: int = 500) -> int:
     """Re-wrap every data key (workspaces' and platform credentials') not wrapped by the active master
     key. Idempotent and resumable: each row is re-wrapped in its own short transaction under a row lock."""
-    active, _ = crypto.keyring()
+    active, _ = keyring()
     rewrapped = 0
     for pk in PlatformCredential.objects.exclude(master_key_id=active.key_id).values_list("pk", flat=True):
         with transaction.atomic():
@@ -156,9 +155,14 @@ def master_key_rotate(*, batch_size: int = 500) -> int:
                 continue
             aad = platform_key_aad(platform)
             dek = crypto.unwrap_data_key(
-                master_key_id=platform.master_key_id, wrapped=bytes(platform.wrapped_key), workspace_public_id=aad
+                master_key_id=platform.master_key_id,
+                wrapped=bytes(platform.wrapped_key),
+                workspace_public_id=aad,
+                ring=keyring(),
             )
-            platform.master_key_id, platform.wrapped_key = crypto.wrap_data_key(dek=dek, workspace_public_id=aad)
+            platform.master_key_id, platform.wrapped_key = crypto.wrap_data_key(
+                dek=dek, workspace_public_id=aad, ring=keyring()
+            )
             platform.save(update_fields=["master_key_id", "wrapped_key"])
             rewrapped += 1
     while True:
@@ -174,9 +178,14 @@ def master_key_rotate(*, batch_size: int = 500) -> int:
                     continue
                 public_id = str(row.workspace.public_id)
                 dek = crypto.unwrap_data_key(
-                    master_key_id=row.master_key_id, wrapped=bytes(row.wrapped_key), workspace_public_id=public_id
+                    master_key_id=row.master_key_id,
+                    wrapped=bytes(row.wrapped_key),
+                    workspace_public_id=public_id,
+                    ring=keyring(),
                 )
-                row.master_key_id, row.wrapped_key = crypto.wrap_data_key(dek=dek, workspace_public_id=public_id)
+                row.master_key_id, row.wrapped_key = crypto.wrap_data_key(
+                    dek=dek, workspace_public_id=public_id, ring=keyring()
+                )
                 row.rotated_at = timezone.now()
                 row.save(update_fields=["master_key_id", "wrapped_key", "rotated_at"])
                 rewrapped += 1
@@ -366,7 +375,9 @@ def platform_credential_save(
             _check_live(provider=credential.provider, base_url=credential.base_url, secret=secret)
         dek = crypto.new_data_key()
         aad = platform_key_aad(credential)
-        credential.master_key_id, credential.wrapped_key = crypto.wrap_data_key(dek=dek, workspace_public_id=aad)
+        credential.master_key_id, credential.wrapped_key = crypto.wrap_data_key(
+            dek=dek, workspace_public_id=aad, ring=keyring()
+        )
         credential.secret_ciphertext = crypto.encrypt_secret(
             dek=dek, secret=secret, credential_public_id=str(credential.public_id)
         )
@@ -389,6 +400,7 @@ def platform_credential_secret(*, credential: PlatformCredential) -> str:
         master_key_id=credential.master_key_id,
         wrapped=bytes(credential.wrapped_key),
         workspace_public_id=platform_key_aad(credential),
+        ring=keyring(),
     )
     return crypto.decrypt_secret(
         dek=dek, ciphertext=bytes(credential.secret_ciphertext), credential_public_id=str(credential.public_id)

@@ -6,7 +6,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from django import template
 
-from billing.money import nanos_to_cents_str, nanos_to_usd
+from contracts.money import nanos_to_cents_str, nanos_to_usd
 
 register = template.Library()
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import orjson
 
-from billing.pricing import Usage
+from contracts.pricing import Usage
+from contracts.providers import ANTHROPIC_VERSION
 from proxy.errors import ProxyError
-from proxy.providers.registry import ANTHROPIC_VERSION
 
 MESSAGES_PATH = "/v1/messages"
 DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; OpenAI clients often leave it out

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from billing.pricing import Usage
+from contracts.pricing import Usage
 from proxy.errors import ProxyError
 from proxy.providers.openai_format import usage_from_openai
 

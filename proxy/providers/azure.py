@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from proxy.providers.registry import AZURE_API_VERSION
+from contracts.providers import AZURE_API_VERSION
 
 
 def _is_v1(base_url: str) -> bool:

@@ -27,7 +27,7 @@ from urllib.parse import quote
 
 import orjson
 
-from billing.pricing import Usage
+from contracts.pricing import Usage
 from proxy.errors import ProxyError
 from proxy.providers.anthropic import parse_sse as _parse_typed_sse
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from billing.pricing import Usage
+from contracts.pricing import Usage
 
 CHAT_PATH = "/chat/completions"
 

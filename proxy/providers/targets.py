@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from billing.pricing import Usage
+from contracts.pricing import Usage
 from proxy.providers import anthropic, azure, gemini, openai_format
 
 

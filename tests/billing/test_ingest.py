@@ -16,9 +16,9 @@ from billing.ingest import claim_stale, ensure_group, process_entries, read_new,
 from billing.models import LedgerEntry, UsageEvent, UsageRollup
 from billing.selectors import ledger_balance_nanos, workspace_balance
 from billing.services import ledger_grant_post
-from proxy import balance
-from proxy.events import USAGE_GROUP, USAGE_STREAM
-from proxy.events import UsageEvent as Event
+from contracts import balance
+from contracts.events import USAGE_GROUP, USAGE_STREAM
+from contracts.events import UsageEvent as Event
 from tenants.models import GatewayKey, User
 from tenants.services import gateway_key_create, workspace_create
 

@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from billing.money import NANOS_PER_USD, nanos_to_cents_str, nanos_to_usd, usd_to_nanos
+from contracts.money import NANOS_PER_USD, nanos_to_cents_str, nanos_to_usd, usd_to_nanos
 
 
 @pytest.mark.parametrize(

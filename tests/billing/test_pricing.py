@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from billing.pricing import Price, Usage, charge_nanos, cost_breakdown_usd, cost_nanos
+from contracts.pricing import Price, Usage, charge_nanos, cost_breakdown_usd, cost_nanos
 
 SONNET = Price(
     input=Decimal("3"),

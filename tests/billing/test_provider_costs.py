@@ -12,7 +12,7 @@ from decimal import Decimal
 
 import pytest
 
-from billing.pricing import Price, Usage, cost_nanos
+from contracts.pricing import Price, Usage, cost_nanos
 from proxy.providers import anthropic, gemini, openai_format
 
 D = Decimal

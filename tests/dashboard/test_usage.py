@@ -10,7 +10,7 @@ import pytest
 
 from billing.ingest import usage_ingest_batch
 from billing.services import ledger_grant_post
-from proxy.events import UsageEvent
+from contracts.events import UsageEvent
 from tests.dashboard.conftest import client_for
 
 

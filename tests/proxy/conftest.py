@@ -21,10 +21,10 @@ from django.core.management import call_command
 from django.db import connection
 
 from billing.services import ledger_grant_post
-from proxy import balance
+from contracts import balance
+from contracts.events import USAGE_STREAM
 from proxy.app import ProxyApp
 from proxy.config import ProxyConfig
-from proxy.events import USAGE_STREAM
 from tenants.cache import key_doc_key, workspace_doc_key
 from tenants.models import GatewayKey, ProviderCredential, User, Workspace
 from tenants.services import gateway_key_create, provider_credential_create, workspace_create

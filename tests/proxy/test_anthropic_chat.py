@@ -9,7 +9,7 @@ from decimal import ROUND_HALF_UP, Decimal
 import openai
 import pytest
 
-from proxy.events import USAGE_STREAM, UsageEvent
+from contracts.events import USAGE_STREAM, UsageEvent
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from anthropic.lib.streaming._messages import accumulate_event
 
-from billing.pricing import Usage
+from contracts.pricing import Usage
 from proxy.errors import ProxyError
 from proxy.providers.anthropic_compat import (
     ChunkTranslator,

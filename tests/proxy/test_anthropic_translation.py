@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from billing.pricing import Price, Usage, cost_nanos
+from contracts.pricing import Price, Usage, cost_nanos
 from proxy.errors import ProxyError
 from proxy.providers.anthropic import (
     StreamTranslator,

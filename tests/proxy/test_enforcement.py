@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from billing.services import ledger_grant_post
-from proxy.events import USAGE_STREAM, UsageEvent
+from contracts.events import USAGE_STREAM, UsageEvent
 from tenants.services import gateway_key_revoke, provider_credential_remove
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from billing.pricing import Usage
+from contracts.pricing import Usage
 from proxy.errors import ProxyError
 from proxy.providers.gemini import (
     StreamTranslator,

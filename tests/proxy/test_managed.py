@@ -12,8 +12,8 @@ import openai
 import pytest
 
 from billing.models import Plan
-from billing.pricing import Usage, cost_nanos
-from proxy.events import USAGE_STREAM, UsageEvent
+from contracts.events import USAGE_STREAM, UsageEvent
+from contracts.pricing import Usage, cost_nanos
 from tenants.models import PlatformCredential
 from tenants.services import plans_changed, platform_credential_save, workspace_billing_update
 

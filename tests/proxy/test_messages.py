@@ -10,7 +10,7 @@ from decimal import Decimal
 import anthropic
 import pytest
 
-from proxy.events import USAGE_STREAM, UsageEvent
+from contracts.events import USAGE_STREAM, UsageEvent
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

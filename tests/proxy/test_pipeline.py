@@ -25,8 +25,8 @@ from django.db import connection
 from django.db.models import Sum
 
 from billing.models import LedgerEntry, Plan, UsageEvent, UsageRollup, WorkspaceBalance
-from proxy import balance
-from proxy.events import USAGE_GROUP, USAGE_STREAM
+from contracts import balance
+from contracts.events import USAGE_GROUP, USAGE_STREAM
 from tests.proxy.conftest import running_database_url
 from tests.servers import ROOT, free_port, process, wait_for_port
 

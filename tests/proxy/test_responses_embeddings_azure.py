@@ -9,8 +9,8 @@ import openai
 import pytest
 
 from billing.models import ModelPrice
-from billing.pricing import Usage, cost_nanos
-from proxy.events import USAGE_STREAM, UsageEvent
+from contracts.events import USAGE_STREAM, UsageEvent
+from contracts.pricing import Usage, cost_nanos
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

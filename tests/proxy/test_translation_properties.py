@@ -8,8 +8,8 @@ neutral shape; the properties compare those shapes."""
 from __future__ import annotations
 
 import itertools
-import os
 import json
+import os
 import string
 from typing import Any
 

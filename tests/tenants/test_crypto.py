@@ -9,8 +9,9 @@ import io
 import pytest
 from django.core.management import CommandError, call_command
 
-from tenants import crypto
-from tenants.crypto import CryptoError
+from contracts import crypto
+from contracts.crypto import CryptoError
+from tenants.keyring import keyring
 from tenants.models import ProviderCredential, WorkspaceDataKey
 from tenants.services import provider_credential_create, provider_credential_secret
 
@@ -60,9 +61,12 @@ def test_the_data_key_is_stored_only_wrapped(workspace):
     assert data_key.master_key_id == "test"
     # version byte + 12-byte nonce + 32-byte key + 16-byte tag: nothing but the wrapped key is stored
     assert len(wrapped) == 1 + 12 + 32 + 16
-    active, _ = crypto.keyring()
+    active, _ = keyring()
     dek = crypto.unwrap_data_key(
-        master_key_id=data_key.master_key_id, wrapped=wrapped, workspace_public_id=str(workspace.public_id)
+        master_key_id=data_key.master_key_id,
+        wrapped=wrapped,
+        workspace_public_id=str(workspace.public_id),
+        ring=keyring(),
     )
     assert len(dek) == 32 and dek not in wrapped and active.key not in wrapped
 
@@ -79,7 +83,10 @@ def test_each_workspace_has_its_own_data_key(make_workspace):
     a, b = make_workspace(), make_workspace()
     deks = [
         crypto.unwrap_data_key(
-            master_key_id=row.master_key_id, wrapped=bytes(row.wrapped_key), workspace_public_id=str(ws.public_id)
+            master_key_id=row.master_key_id,
+            wrapped=bytes(row.wrapped_key),
+            workspace_public_id=str(ws.public_id),
+            ring=keyring(),
         )
         for ws in (a, b)
         for row in [WorkspaceDataKey.objects.get(workspace=ws)]

@@ -8,7 +8,7 @@ import io
 import pytest
 from django.core.management import call_command
 
-from tenants import crypto
+from contracts import crypto
 from tenants.models import PlatformCredential, User
 from tenants.services import platform_credential_save, platform_credential_secret
 

@@ -22,10 +22,10 @@ from django.core.validators import validate_email
 from django.db import transaction
 
 from billing.models import Plan
-from billing.money import nanos_to_usd, usd_to_nanos
 from billing.selectors import ledger_balance_nanos
 from billing.services import ledger_grant_post
 from config.errors import ApplicationError
+from contracts.money import nanos_to_usd, usd_to_nanos
 from tenants.models import Membership, ProviderCredential, ProviderType, User, Workspace
 from tenants.roles import Role
 from tenants.services import (

@@ -14,7 +14,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from tenants import crypto
+from contracts import crypto
+from tenants.keyring import keyring
 from tenants.models import WorkspaceDataKey
 from tenants.services import master_key_rotate
 
@@ -32,7 +33,7 @@ class Command(BaseCommand):
             self.stdout.write(crypto.generate_master_key(opts["generate"].strip()))
             return
         try:
-            active, _ = crypto.keyring()
+            active, _ = keyring()
             count = master_key_rotate()
         except crypto.CryptoError as exc:
             raise CommandError(str(exc)) from exc

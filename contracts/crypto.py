@@ -11,8 +11,8 @@ Binary layout (versioned so the format can evolve):
 The associated data binds a ciphertext to its row, so a ciphertext copied onto another workspace or
 credential fails to decrypt instead of leaking.
 
-This module does not need Django: the proxy builds its keyring from its own environment with
-`keyring_from_values` and passes it in; Django code uses the settings-backed `keyring()`.
+Django-free (contracts): the proxy builds its keyring from its own environment with
+`keyring_from_values`; Django code passes the settings-backed `tenants.keyring.keyring()`.
 """
 
 from __future__ import annotations
@@ -76,13 +76,6 @@ def keyring_from_values(current: str, retired: tuple[str, ...] = ()) -> Keyring:
     return active, ring
 
 
-def keyring() -> Keyring:
-    """The keyring configured in Django settings."""
-    from django.conf import settings
-
-    return keyring_from_values(settings.TURNPIKE_MASTER_KEY, tuple(settings.TURNPIKE_MASTER_KEYS_RETIRED))
-
-
 def _seal(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
     nonce = os.urandom(NONCE_BYTES)
     return FORMAT_VERSION + nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
@@ -103,16 +96,14 @@ def new_data_key() -> bytes:
     return AESGCM.generate_key(bit_length=KEY_BYTES * 8)
 
 
-def wrap_data_key(*, dek: bytes, workspace_public_id: str) -> tuple[str, bytes]:
+def wrap_data_key(*, dek: bytes, workspace_public_id: str, ring: Keyring) -> tuple[str, bytes]:
     """Wrap a DEK with the active master key; returns (master key id, wrapped bytes)."""
-    active, _ = keyring()
+    active, _ = ring
     return active.key_id, _seal(active.key, dek, b"dek:" + workspace_public_id.encode())
 
 
-def unwrap_data_key(
-    *, master_key_id: str, wrapped: bytes, workspace_public_id: str, ring: Keyring | None = None
-) -> bytes:
-    _, ring_by_id = ring or keyring()
+def unwrap_data_key(*, master_key_id: str, wrapped: bytes, workspace_public_id: str, ring: Keyring) -> bytes:
+    _, ring_by_id = ring
     master = ring_by_id.get(master_key_id)
     if master is None:
         raise CryptoError(

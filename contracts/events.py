@@ -1,6 +1,6 @@
 """The usage event: one per proxied request, the unit that analytics and billing are built from.
 
-The proxy builds it when a request finishes (or the client goes away), and `proxy.balance` appends it
+The proxy builds it when a request finishes (or the client goes away), and `contracts.balance` appends it
 to the Redis stream `USAGE_STREAM` atomically with the workspace's pending-charge counter. The Celery
 ingester (billing.ingest) turns it into a `billing.UsageEvent` row. Both sides use `to_fields` /
 `from_fields` rather than building entries by hand.

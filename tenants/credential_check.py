@@ -1,22 +1,18 @@
-"""Checking a pasted provider key before it is saved, and refusing base URLs that point inside.
+"""Checking a pasted provider key before it is saved.
 
 `check_credential` makes one live call to the provider's models endpoint and turns the outcome into a
-sentence a user can act on; the secret never appears in it. `validate_base_url` is the SSRF guard:
-a credential's base URL may not resolve to loopback, private, link-local or otherwise internal
-addresses unless the deployment allows it (dev and tests do: the fake provider is on loopback).
+sentence a user can act on; the secret never appears in it. The SSRF guard on base URLs lives in
+`contracts.netguard` (the proxy applies it again when it connects).
 """
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from proxy.providers.registry import get_spec, models_request
+from contracts.providers import get_spec, models_request
 
 DEFAULT_TIMEOUT = 10.0
 _MAX_PROVIDER_MESSAGE = 300
@@ -101,50 +97,3 @@ def check_credential(
             False, f"{shown_url} answered HTTP 404; check the base URL for {spec.label}{suffix}", status
         )
     return CredentialCheckResult(False, f"Unexpected HTTP {status} from the provider{suffix}", status)
-
-
-def _is_internal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return (
-        address.is_private
-        or address.is_loopback
-        or address.is_link_local
-        or address.is_reserved
-        or address.is_multicast
-        or address.is_unspecified
-        or not address.is_global
-    )
-
-
-def validate_base_url(url: str, *, allow_private: bool, require_https: bool) -> str:
-    """The normalised URL (no trailing slash), or ValueError saying what is wrong with it."""
-    url = (url or "").strip()
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("The base URL must be an http(s) URL with a host, e.g. https://api.openai.com/v1.")
-    if require_https and parts.scheme != "https":
-        raise ValueError("The base URL must use https.")
-    if parts.username or parts.password:
-        raise ValueError("The base URL must not contain a user name or password; paste the key separately.")
-    if parts.query or parts.fragment:
-        raise ValueError("The base URL must not have a query string or fragment.")
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError("The base URL has an invalid port.") from exc
-    if not allow_private:
-        host = parts.hostname
-        try:
-            infos = socket.getaddrinfo(host, port or (443 if parts.scheme == "https" else 80), type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError) as exc:
-            raise ValueError(f"The host {host!r} does not resolve.") from exc
-        for info in infos:
-            address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
-            if _is_internal(address):
-                raise ValueError(
-                    f"The host {host!r} resolves to an internal address ({address}); only public provider "
-                    "endpoints are allowed."
-                )
-    path = parts.path.rstrip("/")
-    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
