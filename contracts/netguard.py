@@ -14,8 +14,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 
 def is_internal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = address.ipv4_mapped or address.sixtofour  # ::ffff:127.0.0.1, 2002:7f00:1::
+        if embedded is not None:
+            address = embedded
     return (
         address.is_private
         or address.is_loopback

@@ -23,7 +23,8 @@ from typing import Any
 import orjson
 from redis.exceptions import RedisError
 
-from proxy.auth import KeyContext
+from contracts.cachekeys import GATEWAY_KEY_PREFIX, looks_like_gateway_key
+from proxy.auth import AuthBusy, KeyContext
 from proxy.chat import ChatCompletions
 from proxy.config import ProxyConfig
 from proxy.embeddings import Embeddings
@@ -133,7 +134,16 @@ class ProxyApp:
             raise ProxyError.unauthorized(
                 "Missing API key. Send your Turnpike key as `Authorization: Bearer tpk_…` or `x-api-key`."
             )
-        context = await self.rt.resolver.resolve(key)
+        if not looks_like_gateway_key(key):  # refused before any cache, Redis or Postgres work
+            raise ProxyError.unauthorized(
+                f"Invalid API key: not a Turnpike key (they look like `{GATEWAY_KEY_PREFIX}…`)."
+            )
+        try:
+            context = await self.rt.resolver.resolve(key)
+        except AuthBusy:
+            raise ProxyError.unavailable(
+                "Too many unknown API keys are being checked right now; retry shortly.", retry_after="1"
+            ) from None
         if context is None:
             raise ProxyError.unauthorized("Invalid, revoked or expired API key.")
         return context

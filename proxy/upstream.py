@@ -8,21 +8,59 @@ on one core (docs/benchmarks.md). The rest of the code base (credential checks) 
 
 `UpstreamClient` is the proxy's whole view of HTTP: open a request, get an `UpstreamResponse` with
 the status, headers and a body to read or stream; transport failures raise `TransportError`.
+
+SSRF at connect time: unless `allow_private_provider_urls`, the connector's socket factory refuses
+every address `contracts.netguard.is_internal` calls internal, for each new connection, with the
+address actually being connected to (DNS answers and IP literals alike: aiohttp does not pass IP
+literals through a resolver, so a resolver wrapper would miss `http://127.0.0.1/`). A base URL whose
+host re-points to 169.254.169.254 or 127.0.0.1 after it was saved gets a 502 `upstream_address_internal`
+at once. Cost: one address check per new connection; reused keep-alive connections and aiohttp's DNS
+cache are untouched, and with private addresses allowed (dev, bench) no factory is installed at all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import ipaddress
+import logging
+import socket
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
 import orjson
 
+from contracts.netguard import is_internal
 from proxy.config import ProxyConfig
 from proxy.errors import ProxyError
 
+log = logging.getLogger("turnpike.proxy.upstream")
+
 _MAX_DETAIL = 500
+
+
+class InternalAddressRefused(OSError):
+    """Connecting to an internal address was refused (SSRF guard). Every instance has the same text, so
+    that aiohappyeyeballs, which re-raises one error when all attempts fail alike, keeps this type."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(errno.EACCES, "the provider host resolves to an internal address")
+        self.address = address
+
+
+def public_only_socket(addr_info: tuple[Any, ...]) -> socket.socket:
+    """aiohttp socket factory: a socket for `addr_info`, unless its address is internal."""
+    family, type_, proto, _, sockaddr = addr_info
+    host = str(sockaddr[0])
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        raise InternalAddressRefused(host) from None  # not an IP address: nothing we can vouch for
+    if is_internal(address):
+        log.warning("refused to connect to internal address %s (TURNPIKE_ALLOW_PRIVATE_PROVIDER_URLS is off)", host)
+        raise InternalAddressRefused(host)
+    return socket.socket(family=family, type=type_, proto=proto)
 
 
 class TransportError(Exception):
@@ -30,11 +68,13 @@ class TransportError(Exception):
 
     def __init__(self, kind: str, detail: str) -> None:
         super().__init__(detail)
-        self.kind = kind  # "connect_timeout" | "timeout" | "unreachable"
+        self.kind = kind  # "connect_timeout" | "timeout" | "unreachable" | "internal_address"
         self.detail = detail
 
 
 def _transport(exc: BaseException) -> TransportError:
+    if isinstance(getattr(exc, "os_error", None), InternalAddressRefused):
+        return TransportError("internal_address", "the host resolves to an internal address")
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return TransportError("connect_timeout", type(exc).__name__)
     if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
@@ -80,7 +120,11 @@ class UpstreamClient:
     def _ensure(self) -> aiohttp.ClientSession:
         if self._session is None:  # created lazily: a session belongs to the running event loop
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._config.max_connections, keepalive_timeout=60),
+                connector=aiohttp.TCPConnector(
+                    limit=self._config.max_connections,
+                    keepalive_timeout=60,
+                    socket_factory=None if self._config.allow_private_provider_urls else public_only_socket,
+                ),
                 timeout=aiohttp.ClientTimeout(
                     total=None, connect=self._config.connect_timeout, sock_read=self._config.read_timeout
                 ),
@@ -179,4 +223,10 @@ def transport_error(exc: TransportError, *, provider: str, url: str) -> ProxyErr
         return ProxyError.timeout(f"Could not connect to {provider} at {shown} in time.")
     if exc.kind == "timeout":
         return ProxyError.timeout(f"{provider} did not answer in time.")
+    if exc.kind == "internal_address":
+        return ProxyError.bad_gateway(
+            f"Refused to connect to {provider} at {shown}: its host is or resolves to an internal address, and "
+            "provider URLs must be public endpoints. Update the base URL under Provider credentials.",
+            code="upstream_address_internal",
+        )
     return ProxyError.bad_gateway(f"Could not reach {provider} at {shown}: {exc.detail}.", code="upstream_unreachable")

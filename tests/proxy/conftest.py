@@ -52,6 +52,8 @@ def proxy_config(spool_dir: Path, **overrides: object) -> ProxyConfig:
         "connect_timeout": 2.0,
         "read_timeout": 10.0,
         "total_timeout": 20.0,
+        # the fake provider listens on loopback; tests of the SSRF guard override this
+        "allow_private_provider_urls": settings.TURNPIKE_ALLOW_PRIVATE_PROVIDER_URLS,
     }
     values.update(overrides)
     return ProxyConfig(**values)  # type: ignore[arg-type]
