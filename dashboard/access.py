@@ -13,6 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from config.errors import ApplicationError, NotFound, PermissionDenied
+from tenants import adapters
 from tenants.roles import Perm, role_allows
 from tenants.selectors import membership_for_user
 
@@ -20,7 +21,7 @@ LAST_WORKSPACE_SESSION_KEY = "turnpike_workspace"
 
 
 def client_ip(request: HttpRequest) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
+    return adapters.client_ip(request)  # one rule (trusted proxies) for audit rows and login limits
 
 
 def forbidden(request: HttpRequest, reason: str) -> HttpResponse:

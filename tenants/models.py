@@ -225,7 +225,14 @@ class AuditLog(models.Model):
     """Who did what to which object, when and from where. Append-only; written in the same
     transaction as the change it records."""
 
-    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="audit_logs")
+    workspace = models.ForeignKey(
+        Workspace,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="audit_logs",
+        help_text="Empty for platform-wide operator changes (plans, managed credentials).",
+    )
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     actor_email = models.EmailField(blank=True, help_text="Kept even if the user is deleted.")
     action = models.CharField(max_length=64)

@@ -2,7 +2,13 @@
 same transaction as the change, and leaves side effects (emails, cache invalidation) to on_commit.
 
 Authorisation (may this member do this?) is checked here, not only in views, so the API, the
-dashboard and management commands share one rule set.
+dashboard, Django admin and management commands share one rule set.
+
+Operators (platform staff in Django admin) are not members of the workspaces they fix. Services they
+use take `operator=True`: the role check is replaced by "the acting user is active staff", and the
+audit row, still written in the workspace's log under the operator's email, carries
+`{"operator": true}`. Platform-wide changes (managed credentials here, plans in billing.services)
+are audited with no workspace.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from django.utils.text import slugify
 
 from config.errors import ApplicationError, PermissionDenied
 from contracts import crypto
-from contracts.cachekeys import hash_token
+from contracts.cachekeys import GATEWAY_KEY_PREFIX, GATEWAY_KEY_RANDOM_BYTES, hash_token
 from contracts.netguard import validate_base_url
 from contracts.providers import get_spec
 from tenants.cache import (
@@ -44,8 +50,6 @@ from tenants.models import (
 )
 from tenants.roles import Perm, Role, role_allows
 
-GATEWAY_KEY_PREFIX = "tpk_live_"
-GATEWAY_KEY_RANDOM_BYTES = 32
 GATEWAY_KEY_DISPLAY_CHARS = 8  # random characters kept after the prefix for recognition
 
 
@@ -54,14 +58,15 @@ GATEWAY_KEY_DISPLAY_CHARS = 8  # random characters kept after the prefix for rec
 
 def audit(
     *,
-    workspace: Workspace,
+    workspace: Workspace | None,
     actor: User | None,
     action: str,
     target: Any = None,
     ip: str | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> AuditLog:
-    """Record a sensitive mutation. Call inside the transaction that makes the change."""
+    """Record a sensitive mutation. Call inside the transaction that makes the change. `workspace` is
+    None only for platform-wide changes (plans, managed credentials)."""
     return AuditLog.objects.create(
         workspace=workspace,
         actor=actor,
@@ -81,6 +86,34 @@ def require_permission(*, workspace: Workspace, user: User, perm: str) -> Member
     if membership is None or not role_allows(membership.role, perm):
         raise PermissionDenied("You do not have permission to do that in this workspace.")
     return membership
+
+
+def operator_metadata(acting_user: User) -> dict[str, Any]:
+    """The operator path: only active platform staff may take it; returns what the audit row adds."""
+    if not (acting_user.is_active and acting_user.is_staff):
+        raise PermissionDenied("Only platform operators can do that.")
+    return {"operator": True}
+
+
+def authorize(*, workspace: Workspace, acting_user: User, perm: str, operator: bool = False) -> dict[str, Any]:
+    """A member whose role allows `perm`, or (operator=True) platform staff. Returns audit metadata."""
+    if operator:
+        return operator_metadata(acting_user)
+    require_permission(workspace=workspace, user=acting_user, perm=perm)
+    return {}
+
+
+def audit_changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{field: {"from": old, "to": new}} for the fields whose value differs (values as JSON-safe text)."""
+
+    def shown(value: Any) -> Any:
+        if isinstance(value, datetime):
+            return value.isoformat()
+        return value if value is None or isinstance(value, bool | int | str | list) else str(value)
+
+    return {
+        name: {"from": shown(before[name]), "to": shown(after[name])} for name in after if before[name] != after[name]
+    }
 
 
 def _unique_slug(base: str, taken: Any, *, max_length: int = 50) -> str:
@@ -114,8 +147,10 @@ def workspace_create(*, name: str, acting_user: User, ip: str | None = None) -> 
 
 
 @transaction.atomic
-def workspace_update(*, workspace: Workspace, name: str, acting_user: User, ip: str | None = None) -> Workspace:
-    require_permission(workspace=workspace, user=acting_user, perm=Perm.WORKSPACE_MANAGE)
+def workspace_update(
+    *, workspace: Workspace, name: str, acting_user: User, operator: bool = False, ip: str | None = None
+) -> Workspace:
+    extra = authorize(workspace=workspace, acting_user=acting_user, perm=Perm.WORKSPACE_MANAGE, operator=operator)
     name = name.strip()
     if not name or len(name) > 100:
         raise ApplicationError("A workspace name must be 1 to 100 characters.")
@@ -128,7 +163,7 @@ def workspace_update(*, workspace: Workspace, name: str, acting_user: User, ip: 
         action="workspace.updated",
         target=workspace,
         ip=ip,
-        metadata={"name": {"from": old, "to": name}},
+        metadata={"name": {"from": old, "to": name}, **extra},
     )
     return workspace
 
@@ -322,15 +357,66 @@ def provider_credential_rotate(
 
 
 @transaction.atomic
-def provider_credential_remove(*, credential: ProviderCredential, acting_user: User, ip: str | None = None) -> None:
-    """Remove a credential: the ciphertext is wiped, the row stays so history can name it."""
-    require_permission(workspace=credential.workspace, user=acting_user, perm=Perm.CREDENTIALS_MANAGE)
+def provider_credential_update(
+    *,
+    credential: ProviderCredential,
+    label: str,
+    base_url: str,
+    acting_user: User,
+    operator: bool = False,
+    ip: str | None = None,
+) -> ProviderCredential:
+    """Change a credential's label or base URL. The base URL passes the same SSRF check as when the
+    credential was added; the slug (how clients address its models) never changes."""
+    extra = authorize(
+        workspace=credential.workspace, acting_user=acting_user, perm=Perm.CREDENTIALS_MANAGE, operator=operator
+    )
+    row = ProviderCredential.objects.select_for_update().get(pk=credential.pk)
+    if row.removed_at is not None:
+        raise ApplicationError("This credential has been removed.")
+    label = (label or "").strip() or get_spec(row.provider).label
+    if len(label) > 100:
+        raise ApplicationError("A label can be at most 100 characters.", extra={"field": "label"})
+    after = {"label": label, "base_url": _clean_base_url(provider=row.provider, base_url=base_url)}
+    changes = audit_changes({"label": row.label, "base_url": row.base_url}, after)
+    if not changes:
+        return row
+    row.label, row.base_url = after["label"], after["base_url"]
+    row.updated_at = timezone.now()
+    row.save(update_fields=["label", "base_url", "updated_at"])
+    audit(
+        workspace=row.workspace,
+        actor=acting_user,
+        action="credential.updated",
+        target=row,
+        ip=ip,
+        metadata={"changes": changes, **extra},
+    )
+    invalidate_workspace_on_commit(row.workspace_id)
+    return row
+
+
+@transaction.atomic
+def provider_credential_remove(
+    *, credential: ProviderCredential, acting_user: User, operator: bool = False, ip: str | None = None
+) -> None:
+    """Remove a credential: the ciphertext is wiped, the row stays so history (usage events) can name it."""
+    extra = authorize(
+        workspace=credential.workspace, acting_user=acting_user, perm=Perm.CREDENTIALS_MANAGE, operator=operator
+    )
     if credential.removed_at is not None:
         return
     credential.removed_at = timezone.now()
     credential.secret_ciphertext = b""
     credential.save(update_fields=["removed_at", "secret_ciphertext"])
-    audit(workspace=credential.workspace, actor=acting_user, action="credential.removed", target=credential, ip=ip)
+    audit(
+        workspace=credential.workspace,
+        actor=acting_user,
+        action="credential.removed",
+        target=credential,
+        ip=ip,
+        metadata=extra,
+    )
     invalidate_workspace_on_commit(credential.workspace_id)
 
 
@@ -353,16 +439,29 @@ def platform_key_aad(credential: PlatformCredential) -> str:
     return f"platform:{credential.public_id}"
 
 
+_PLATFORM_AUDITED = ("provider", "label", "base_url", "is_active", "secret_last4")
+
+
 @transaction.atomic
 def platform_credential_save(
     *,
     credential: PlatformCredential,
     secret: str = "",
     validate: bool = True,
+    acting_user: User | None = None,
+    ip: str | None = None,
 ) -> PlatformCredential:
-    """Create or update a managed credential. A new secret (required on creation) is checked live
-    against the provider, then encrypted under the credential's own data key. Every proxy worker
-    drops its cached workspaces, so the change applies within a second."""
+    """Create or update a managed credential (the instance carries the new provider, label, base URL
+    and is_active). A new secret (required on creation) is checked live against the provider, then
+    encrypted under the credential's own data key. Audited platform-wide (no workspace) as the
+    operator, or as the system when `acting_user` is None (management commands, fixtures). Every
+    proxy worker drops its cached workspaces, so the change applies within a second."""
+    extra = operator_metadata(acting_user) if acting_user is not None else {"system": True}
+    before = (
+        PlatformCredential.objects.select_for_update().filter(pk=credential.pk).values(*_PLATFORM_AUDITED).first()
+        if credential.pk is not None
+        else None
+    )
     if credential.provider not in ProviderType.values:
         raise ApplicationError(f"Unknown provider type {credential.provider!r}.", extra={"field": "provider"})
     credential.label = (credential.label or "").strip() or get_spec(credential.provider).label
@@ -391,6 +490,16 @@ def platform_credential_save(
             )
     credential.updated_at = timezone.now()
     credential.save()
+    after = {name: getattr(credential, name) for name in _PLATFORM_AUDITED}
+    changes = audit_changes(before or dict.fromkeys(_PLATFORM_AUDITED), after)
+    audit(
+        workspace=None,
+        actor=acting_user,
+        action="platform_credential.updated" if before is not None else "platform_credential.created",
+        target=credential,
+        ip=ip,
+        metadata={"changes": changes, **extra},  # secret_last4 only: the key itself is never recorded
+    )
     invalidate_all_workspaces_on_commit()
     return credential
 
@@ -407,10 +516,40 @@ def platform_credential_secret(*, credential: PlatformCredential) -> str:
     )
 
 
+_BILLING_FIELDS = ("plan", "managed_access")
+
+
 @transaction.atomic
-def workspace_billing_update(*, workspace: Workspace, fields: list[str]) -> Workspace:
-    """Save an operator's change to a workspace's plan or managed access, and re-read it in the proxy."""
+def workspace_billing_update(
+    *,
+    workspace: Workspace,
+    fields: list[str],
+    acting_user: User | None = None,
+    ip: str | None = None,
+) -> Workspace:
+    """Save an operator's change to a workspace's plan or managed access (set on the instance, named in
+    `fields`), audit it (as the system when `acting_user` is None: management commands), and re-read
+    it in the proxy."""
+    unknown = set(fields) - set(_BILLING_FIELDS)
+    if unknown or not fields:
+        raise ApplicationError(f"Only {', '.join(_BILLING_FIELDS)} are billing settings, not {sorted(unknown)}.")
+    extra = operator_metadata(acting_user) if acting_user is not None else {"system": True}
+    row = Workspace.objects.select_for_update().get(pk=workspace.pk)
+
+    def shown(ws: Workspace) -> dict[str, Any]:
+        return {"plan": ws.plan.code if ws.plan else None, "managed_access": ws.managed_access}
+
+    changes = audit_changes(shown(row), shown(workspace))
     workspace.save(update_fields=fields)
+    if changes:
+        audit(
+            workspace=workspace,
+            actor=acting_user,
+            action="workspace.billing_updated",
+            target=workspace,
+            ip=ip,
+            metadata={"changes": changes, **extra},
+        )
     invalidate_workspace_on_commit(workspace.pk)
     return workspace
 
@@ -490,14 +629,63 @@ def gateway_key_create(
 
 
 @transaction.atomic
-def gateway_key_revoke(*, key: GatewayKey, acting_user: User, ip: str | None = None) -> GatewayKey:
-    require_permission(workspace=key.workspace, user=acting_user, perm=Perm.KEYS_MANAGE)
+def gateway_key_update(
+    *,
+    key: GatewayKey,
+    name: str,
+    expires_at: datetime | None,
+    allowed_models: list[str],
+    acting_user: User,
+    operator: bool = False,
+    ip: str | None = None,
+) -> GatewayKey:
+    """Rename a key, change its expiry or its allowed models. A revoked key cannot be changed; a new
+    expiry must be in the future (an unchanged past one is left alone)."""
+    extra = authorize(workspace=key.workspace, acting_user=acting_user, perm=Perm.KEYS_MANAGE, operator=operator)
+    row = GatewayKey.objects.select_for_update().get(pk=key.pk)
+    if row.revoked_at is not None:
+        raise ApplicationError("This key has been revoked; create a new one instead.")
+    name = (name or "").strip()
+    if not name or len(name) > 100:
+        raise ApplicationError("A key name must be 1 to 100 characters.", extra={"field": "name"})
+    if not isinstance(allowed_models, list):
+        raise ApplicationError(
+            "Allowed models must be a list of model ids or patterns.", extra={"field": "allowed_models"}
+        )
+    if expires_at is not None and expires_at != row.expires_at and expires_at <= timezone.now():
+        raise ApplicationError("The expiry must be in the future.", extra={"field": "expires_at"})
+    patterns = clean_model_patterns(allowed_models)
+    changes = audit_changes(
+        {"name": row.name, "expires_at": row.expires_at, "allowed_models": row.allowed_models},
+        {"name": name, "expires_at": expires_at, "allowed_models": patterns},
+    )
+    if not changes:
+        return row
+    row.name, row.expires_at, row.allowed_models = name, expires_at, patterns
+    row.save(update_fields=["name", "expires_at", "allowed_models"])
+    audit(
+        workspace=row.workspace,
+        actor=acting_user,
+        action="key.updated",
+        target=row,
+        ip=ip,
+        metadata={"changes": changes, **extra},
+    )
+    invalidate_key_on_commit(row.key_hash)
+    return row
+
+
+@transaction.atomic
+def gateway_key_revoke(
+    *, key: GatewayKey, acting_user: User, operator: bool = False, ip: str | None = None
+) -> GatewayKey:
+    extra = authorize(workspace=key.workspace, acting_user=acting_user, perm=Perm.KEYS_MANAGE, operator=operator)
     if key.revoked_at is not None:
         return key
     key.revoked_at = timezone.now()
     key.revoked_by = acting_user
     key.save(update_fields=["revoked_at", "revoked_by"])
-    audit(workspace=key.workspace, actor=acting_user, action="key.revoked", target=key, ip=ip)
+    audit(workspace=key.workspace, actor=acting_user, action="key.revoked", target=key, ip=ip, metadata=extra)
     invalidate_key_on_commit(key.key_hash)
     return key
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from config.env import env_bool, env_int, env_list, env_str
+from config.env import ImproperlyConfiguredEnv, env_bool, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -128,6 +128,12 @@ ACCOUNT_RATE_LIMITS = {
     "confirm_email": "1/3m/key",
 }
 ACCOUNT_ADAPTER = "tenants.adapters.AccountAdapter"
+# How many reverse proxies (load balancer, ingress) in front of the web app append to X-Forwarded-For.
+# 0: REMOTE_ADDR is the client. Login rate limits (allauth's and the Django admin's) and audit rows key on
+# the client this implies (tenants.adapters.client_ip); see docs/configuration.md, "Behind a load balancer".
+ALLAUTH_TRUSTED_PROXY_COUNT = env_int("TURNPIKE_TRUSTED_PROXY_COUNT", 0)
+if ALLAUTH_TRUSTED_PROXY_COUNT < 0:
+    raise ImproperlyConfiguredEnv("TURNPIKE_TRUSTED_PROXY_COUNT must be 0 or more")
 
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
@@ -166,9 +172,26 @@ REST_FRAMEWORK = {
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery messages are nudges, not records: what must not be lost lives in the usage stream's consumer
+# group (billing/ingest.py) and in Postgres, and a lost trigger is replaced by the next one from beat.
+# So the Redis transport runs without ack emulation: a message belongs to the worker that took it, and
+# acknowledging needs no Redis. With emulation on, a Redis restart while a message is unacknowledged
+# kills the worker: kombu restores it through a connection it has already detached ("'NoneType' object
+# has no attribute 'hostname'"); tests/test_worker_redis_restart.py reproduces that restart.
+CELERY_TASK_ACKS_LATE = False
+CELERY_BROKER_TRANSPORT_OPTIONS = {"ack_emulation": False, "socket_connect_timeout": 5, "socket_keepalive": True}
+# Reconnect forever, at start-up and after a loss (the default gives up after 100 attempts), and on
+# channel errors as well as connection errors.
+CELERY_BROKER_CONNECTION_RETRY = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_BROKER_CHANNEL_ERROR_RETRY = True
+# A task running when the connection drops finishes: its message could not be redelivered anyway.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
+# config/celery.py: a worker that receives no task for this long while its broker answers shuts down
+# so that its supervisor starts a fresh one (0 disables). Beat sends a task every second.
+TURNPIKE_WORKER_STALL_SECONDS = env_int("TURNPIKE_WORKER_STALL_SECONDS", 120)
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
 
 # --- Turnpike ---------------------------------------------------------------------------------------

@@ -24,6 +24,8 @@ CACHES = {
         "KEY_PREFIX": f"tp:test:{RUN_ID}",
     }
 }
+# The test client connects directly (REMOTE_ADDR); tests behind a proxy say so with override_settings.
+ALLAUTH_TRUSTED_PROXY_COUNT = 0
 CELERY_TASK_ALWAYS_EAGER = False
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
