@@ -1,6 +1,7 @@
-"""Usage ingestion: Redis stream -> Postgres events, hourly rollups and ledger debits, exactly once.
+"""Usage ingestion: Redis stream -> Postgres events, hourly rollups and ledger debits, exactly once, and no
+single bad entry can stop it.
 
-One batch is one Postgres transaction:
+One batch is one Postgres transaction (`usage_ingest_batch`):
   1. insert the events, skipping request ids already stored (a re-delivered entry is a no-op);
   2. add the newly inserted events to their hourly rollups;
   3. post one usage debit per workspace (the sum of the new events' charges) to the ledger;
@@ -9,39 +10,80 @@ Only after it commits are the entries acknowledged, by one Lua call that also re
 from the workspaces' pending totals and moves the Redis balance to the committed ledger version
 (contracts.balance.ACK). A consumer that dies before acknowledging leaves its entries pending in the
 group; `claim_stale` hands them to a live consumer after `claim_idle_ms`.
+
+Bad entries (`process_entries`): every event is sanitized when decoded (contracts.events), so values that
+merely do not fit a column are stored clamped. What is still refused is isolated, never retried forever:
+  - an entry that cannot be decoded is a dead letter at once (its workspace and charge come from the
+    entry's `w`/`c` fields when it has them);
+  - a batch whose transaction fails with a *data* error (DATA_ERRORS: a value Postgres refuses, a foreign
+    key to a deleted gateway key, an overflowing sum) is split in halves, recursively, until the entry
+    that fails is alone; every other entry is stored; the lone failure is a dead letter;
+  - an entry delivered more than MAX_DELIVERIES times without a verdict (it crashed the worker, or a
+    statement timed out on it each time) is a dead letter without being tried again, unless it is already
+    stored (a consumer committed it and died before acknowledging: then it is simply acknowledged). So
+    that innocent neighbours are not dragged along, an entry delivered twice is reclaimed alone.
+Dead letters are recorded in Postgres first (billing.deadletters, its own transaction), then acknowledged
+by the same ACK call as the stored entries: their charge leaves `pending` without a debit, they go to the
+`tp:usage:dead` stream and the `ingest_dead_letters` counter.
+An *outage* (Postgres unreachable or restarting, the connection lost: OperationalError, InterfaceError)
+dead-letters nothing: it propagates and every entry of the batch stays pending, retried on the next run.
+Its delivery is handed back (XCLAIM RETRYCOUNT) when the failure is a connection-level one (`is_outage`),
+so a long outage does not spend the entries' MAX_DELIVERIES. Entries a sub-batch committed before the
+outage are re-delivered and found stored (no double count).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import socket
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import redis
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DataError, IntegrityError, InterfaceError, OperationalError, connection, transaction
 
+from billing.deadletters import DeadLetter, dead_letters_record, error_text, raw_fields_text
 from billing.models import LedgerEntry
+from billing.models import UsageEvent as UsageEventRow
 from billing.selectors import workspace_balance
 from billing.services import ledger_post
 from contracts import balance
-from contracts.events import USAGE_GROUP, USAGE_STREAM, UsageEvent
+from contracts.events import (
+    DEAD_LETTER_METRIC,
+    MAX_BIGINT,
+    METRICS_KEY,
+    USAGE_DEAD_STREAM,
+    USAGE_GROUP,
+    USAGE_STREAM,
+    UsageEvent,
+    entry_workspace_and_charge,
+)
 
 log = logging.getLogger("turnpike.billing.ingest")
 
 DEFAULT_BATCH_SIZE = 500
+MAX_DELIVERIES = 5  # deliveries without a verdict before an entry is dead-lettered untried
+# Per-row failures: retrying the same rows can never succeed, so they are isolated and dead-lettered.
+DATA_ERRORS: tuple[type[Exception], ...] = (DataError, IntegrityError)
+# Failures of the database rather than of the rows: never dead-letter, the entries stay pending.
+OUTAGE_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
+# SQLSTATE classes of an OperationalError that say nothing about the rows: connection exception (08),
+# insufficient resources (53), operator intervention (57: shutdown, restart; except 57014, a statement
+# timeout, which a row can cause), transaction rollback (40: deadlock, serialization).
+_OUTAGE_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57"})
 EVENT_COLUMNS = (
     "request_id, workspace_id, key_id, credential_id, provider, credential_kind, model_requested, model_served, "
     "status, error_code, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, "
     "cost_nanos, charge_nanos, priced, estimated, stream, latency_ms, ttfb_ms, end_user, metadata, "
-    "started_at, finished_at, ingested_at"
+    "started_at, finished_at, ingested_at, clamped"
 )
+_N_COLUMNS = EVENT_COLUMNS.count(",") + 1
 ROLLUP_SUMS = (
     "requests",
     "unpriced_requests",
@@ -62,6 +104,20 @@ class BatchResult:
     read: int = 0
     inserted: int = 0
     acked: int = 0
+    dead: int = 0
+
+
+@dataclass(slots=True)
+class Entry:
+    """One stream entry as read: its event if it decodes, else why not (`error`)."""
+
+    entry_id: str
+    event: UsageEvent | None  # None: deleted from the stream while pending (nothing to store), or undecodable
+    raw: dict[Any, Any] = field(default_factory=dict)  # the stream fields as read (kept for a dead letter)
+    workspace_id: int | None = None  # whose `pending` holds its charge, if known
+    charge_nanos: int = 0  # what acknowledging it releases from that `pending`
+    deliveries: int = 1  # times delivered, this delivery included
+    error: str = ""  # set: a dead letter
 
 
 def consumer_name() -> str:
@@ -83,6 +139,19 @@ def ensure_group(client: redis.Redis) -> None:
     except redis.ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True when `exc` says Postgres is unreachable, restarting or lost the connection: nothing about the
+    rows, so their delivery should not count against MAX_DELIVERIES."""
+    if isinstance(exc, InterfaceError):
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    sqlstate = getattr(exc.__cause__, "sqlstate", None)
+    if not sqlstate:
+        return True  # no server answer at all: connection refused or lost
+    return sqlstate[:2] in _OUTAGE_SQLSTATE_CLASSES and sqlstate != "57014"
 
 
 def _insert_events(events: list[UsageEvent]) -> set[str]:
@@ -116,14 +185,15 @@ def _insert_events(events: list[UsageEvent]) -> set[str]:
                 e.stream,
                 e.latency_ms,
                 e.ttfb_ms,
-                e.user[:256],
+                e.user,
                 _json(e.metadata),
                 _ts(e.started_at_ms),
                 _ts(e.finished_at_ms),
                 now,
+                e.clamped,
             ]
         )
-    placeholders = ", ".join(["(" + ", ".join(["%s"] * 27) + ")"] * len(events))
+    placeholders = ", ".join(["(" + ", ".join(["%s"] * _N_COLUMNS) + ")"] * len(events))
     sql = (
         f"INSERT INTO billing_usageevent ({EVENT_COLUMNS}) VALUES {placeholders} "  # noqa: S608 (fixed columns)
         "ON CONFLICT (request_id) DO NOTHING RETURNING request_id"
@@ -134,7 +204,7 @@ def _insert_events(events: list[UsageEvent]) -> set[str]:
 
 
 def _json(value: dict[str, Any]) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()  # NaN/Infinity as null: jsonb refuses them
 
 
 def _status_class(status: int) -> str:
@@ -166,7 +236,11 @@ def _update_rollups(events: list[UsageEvent]) -> None:
     if not totals:
         return
     columns = "workspace_id, key_id, provider, model, status_class, hour, " + ", ".join(ROLLUP_SUMS)
-    updates = ", ".join(f"{c} = billing_usagerollup.{c} + EXCLUDED.{c}" for c in ROLLUP_SUMS)
+    # Saturating sums: a total pinned at the bigint maximum is wrong but visible; an overflow would fail
+    # every later event of the same hour, key and model.
+    updates = ", ".join(
+        f"{c} = LEAST(billing_usagerollup.{c}::numeric + EXCLUDED.{c}, {MAX_BIGINT})::bigint" for c in ROLLUP_SUMS
+    )
     placeholders = ", ".join(["(" + ", ".join(["%s"] * (6 + len(ROLLUP_SUMS))) + ")"] * len(totals))
     params: list[Any] = []
     for key, sums in sorted(totals.items(), key=lambda kv: repr(kv[0])):  # stable order: no deadlocks
@@ -227,60 +301,155 @@ def usage_ingest_batch(*, events: list[UsageEvent]) -> tuple[set[str], dict[int,
     return inserted, balances
 
 
+@dataclass
+class _Stored:
+    inserted: set[str] = field(default_factory=set)
+    balances: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+
+def _store_isolating(entries: list[Entry], into: _Stored, *, top: bool = True) -> None:
+    """Store `entries`; on a data error split the batch in halves until the failing entries are alone and
+    mark those (`error`). Anything else (an outage, a bug) propagates with nothing marked."""
+    if not entries:
+        return
+    try:
+        inserted, balances = usage_ingest_batch(events=[e.event for e in entries if e.event is not None])
+    except DATA_ERRORS as exc:
+        if len(entries) == 1:
+            entries[0].error = error_text(exc)
+            return
+        if top:
+            log.warning("a usage batch of %d entries was refused (%s); isolating the bad entries", len(entries), exc)
+        middle = len(entries) // 2
+        _store_isolating(entries[:middle], into, top=False)
+        _store_isolating(entries[middle:], into, top=False)
+        return
+    into.inserted |= inserted
+    for ws, (bal, version) in balances.items():
+        if ws not in into.balances or version > into.balances[ws][1]:
+            into.balances[ws] = (bal, version)
+
+
 def _ack(
-    client: redis.Redis, entries: list[tuple[str, UsageEvent | None]], balances: dict[int, tuple[int, int]]
+    client: redis.Redis, entries: list[Entry], balances: dict[int, tuple[int, int]], letters: dict[str, DeadLetter]
 ) -> int:
-    workspaces = sorted({e.workspace_id for _, e in entries if e is not None} | set(balances))
-    index = {ws: i + 2 for i, ws in enumerate(workspaces)}  # KEYS[1] is the stream
-    keys = [USAGE_STREAM, *(balance.bal_key(ws) for ws in workspaces)]
+    workspaces = sorted({e.workspace_id for e in entries if e.workspace_id is not None} | set(balances))
+    index = {ws: i + 4 for i, ws in enumerate(workspaces)}  # KEYS[1..3]: stream, dead stream, metrics
+    keys = [USAGE_STREAM, USAGE_DEAD_STREAM, METRICS_KEY, *(balance.bal_key(ws) for ws in workspaces)]
     if not workspaces:
-        keys.append(balance.bal_key(0))  # keeps the script's key list valid; index 2 is never used
-    args: list[Any] = [USAGE_GROUP, len(entries)]
-    for entry_id, event in entries:
-        if event is None:
-            args.extend([entry_id, 2, 0])
+        keys.append(balance.bal_key(0))  # keeps the script's key list valid; only charges of 0 point at it
+    args: list[Any] = [USAGE_GROUP, DEAD_LETTER_METRIC, len(entries)]
+    for entry in entries:
+        letter = letters[entry.entry_id].letter() if entry.entry_id in letters else ""
+        if entry.workspace_id is None:
+            args.extend([entry.entry_id, 4, 0, letter])
         else:
-            args.extend([entry_id, index[event.workspace_id], event.charge_nanos])
+            args.extend([entry.entry_id, index[entry.workspace_id], entry.charge_nanos, letter])
     for ws in workspaces:
         ledger_version = balances.get(ws)
         args.extend(["", ""] if ledger_version is None else list(ledger_version))
     return int(client.eval(balance.ACK, len(keys), *keys, *args))
 
 
-def _decode_entries(raw: list[Any]) -> list[tuple[str, UsageEvent | None]]:
-    out: list[tuple[str, UsageEvent | None]] = []
-    for entry_id, fields in raw:
-        entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-        if not fields:  # deleted from the stream while pending: nothing to store, just acknowledge
-            out.append((entry_id, None))
-            continue
-        try:
-            out.append((entry_id, UsageEvent.from_fields(fields)))
-        except (KeyError, TypeError, ValueError):
-            log.exception("unreadable usage entry %s left pending for inspection", entry_id)
-    return out
+def _dead_letter(entry: Entry) -> DeadLetter:
+    return DeadLetter(
+        entry_id=entry.entry_id,
+        workspace_id=entry.workspace_id,
+        charge_nanos=entry.charge_nanos,
+        error=entry.error,
+        raw_fields=raw_fields_text(entry.raw),
+        request_id=entry.event.request_id if entry.event is not None else "",
+        deliveries=entry.deliveries,
+    )
 
 
-def process_entries(client: redis.Redis, entries: list[tuple[str, UsageEvent | None]]) -> BatchResult:
-    events = [e for _, e in entries if e is not None]
-    inserted, balances = usage_ingest_batch(events=events)
-    acked = _ack(client, entries, balances)
-    return BatchResult(read=len(entries), inserted=len(inserted), acked=acked)
+def _decode(entry_id: Any, fields: dict[Any, Any] | None, deliveries: int) -> Entry:
+    entry_id = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+    if not fields:  # deleted from the stream while pending: nothing to store, just acknowledge
+        return Entry(entry_id, None, deliveries=deliveries)
+    text = {_text(k): _text(v) for k, v in fields.items()}
+    try:
+        event = UsageEvent.from_fields(fields)
+    except (KeyError, TypeError, ValueError) as exc:
+        workspace_id, charge = entry_workspace_and_charge(text)
+        return Entry(entry_id, None, fields, workspace_id, charge, deliveries, f"undecodable: {error_text(exc)}")
+    workspace_id, charge = event.workspace_id, event.charge_nanos
+    if "w" in text and "c" in text:  # what the proxy added to `pending`, exactly
+        workspace_id, charge = entry_workspace_and_charge(text)
+    return Entry(entry_id, event, fields, workspace_id, charge, deliveries)
 
 
-def claim_stale(client: redis.Redis, *, consumer: str, idle_ms: int, count: int) -> list[tuple[str, UsageEvent | None]]:
-    """Take over entries another consumer read but never acknowledged (it died)."""
-    _, claimed, *_ = client.xautoclaim(USAGE_STREAM, USAGE_GROUP, consumer, min_idle_time=idle_ms, count=count)
-    return _decode_entries([(entry_id, fields or {}) for entry_id, fields in claimed])
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else str(value)
 
 
-def read_new(
-    client: redis.Redis, *, consumer: str, count: int, block_ms: int | None
-) -> list[tuple[str, UsageEvent | None]]:
+def process_entries(client: redis.Redis, entries: list[Entry]) -> BatchResult:
+    """Store what can be stored, dead-letter the rest, acknowledge all (see the module doc)."""
+    over = [e for e in entries if not e.error and e.event is not None and e.deliveries > MAX_DELIVERIES]
+    if over:
+        stored = set(
+            UsageEventRow.objects.filter(request_id__in=[e.event.request_id for e in over if e.event]).values_list(
+                "request_id", flat=True
+            )
+        )
+        for e in over:
+            if e.event is not None and e.event.request_id not in stored:
+                e.error = f"delivered {e.deliveries} times without being stored (it may crash the ingester)"
+    storable = [e for e in entries if not e.error and e.event is not None and e.deliveries <= MAX_DELIVERIES]
+    result = _Stored()
+    _store_isolating(storable, result)
+    letters = {e.entry_id: _dead_letter(e) for e in entries if e.error}
+    dead_letters_record(letters=list(letters.values()))
+    acked = _ack(client, entries, result.balances, letters)
+    return BatchResult(read=len(entries), inserted=len(result.inserted), acked=acked, dead=len(letters))
+
+
+def claim_stale(client: redis.Redis, *, consumer: str, idle_ms: int, count: int) -> list[Entry]:
+    """Take over entries another consumer read but never acknowledged (it died, or its batch failed).
+    An entry already delivered twice or more is taken alone: if it is what kills the consumer, only it is
+    re-delivered until MAX_DELIVERIES, and the entries behind it are stored meanwhile."""
+    pending: list[dict[str, Any]] = list(
+        client.xpending_range(USAGE_STREAM, USAGE_GROUP, min="-", max="+", count=count, idle=idle_ms)
+    )
+    if not pending:
+        return []
+    suspects = [p for p in pending if int(p["times_delivered"]) >= 2]
+    chosen = suspects[:1] or pending
+    delivered = {_text(p["message_id"]): int(p["times_delivered"]) for p in chosen}
+    claimed: Any = client.xclaim(
+        USAGE_STREAM, USAGE_GROUP, consumer, min_idle_time=idle_ms, message_ids=[p["message_id"] for p in chosen]
+    )
+    entries = []
+    for entry_id, fields in claimed:
+        entries.append(_decode(entry_id, fields, delivered.get(_text(entry_id), 0) + 1))
+    return entries
+
+
+def read_new(client: redis.Redis, *, consumer: str, count: int, block_ms: int | None) -> list[Entry]:
     response: Any = client.xreadgroup(USAGE_GROUP, consumer, {USAGE_STREAM: ">"}, count=count, block=block_ms)
     if not response:
         return []
-    return _decode_entries(response[0][1])
+    return [_decode(entry_id, fields, 1) for entry_id, fields in response[0][1]]
+
+
+def _hand_back(client: redis.Redis, *, consumer: str, entries: list[Entry]) -> None:
+    """Undo this delivery in the entries' delivery counts (an outage is not their fault)."""
+    by_count: dict[int, list[Any]] = defaultdict(list)
+    for e in entries:
+        by_count[max(e.deliveries - 1, 0)].append(e.entry_id)
+    try:
+        for retry_count, ids in by_count.items():
+            client.xclaim(
+                USAGE_STREAM,
+                USAGE_GROUP,
+                consumer,
+                min_idle_time=0,
+                message_ids=ids,
+                retrycount=retry_count,
+                justid=True,
+            )
+    except redis.RedisError:
+        log.warning("could not hand back the delivery of %d usage entries", len(entries), exc_info=True)
 
 
 def run_ingest(
@@ -304,10 +473,17 @@ def run_ingest(
                 entries = read_new(client, consumer=consumer, count=batch_size, block_ms=block_ms)
             if not entries:
                 break
-            result = process_entries(client, entries)
+            try:
+                result = process_entries(client, entries)
+            except OUTAGE_ERRORS as exc:
+                if is_outage(exc):
+                    _hand_back(client, consumer=consumer, entries=entries)
+                log.warning("usage ingestion stopped by a database error; %d entries stay pending", len(entries))
+                raise
             total.read += result.read
             total.inserted += result.inserted
             total.acked += result.acked
+            total.dead += result.dead
     finally:
         client.close()
     return total

@@ -170,6 +170,12 @@ class UsageEvent(models.Model):
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField()
     ingested_at = models.DateTimeField(default=timezone.now)
+    # db_default: ingesters of the previous release, which do not name the column, keep working after migrate
+    clamped = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="A value was altered to fit its column (NUL removed, text cut, number clamped).",
+    )
 
     class Meta:
         indexes = [
@@ -179,6 +185,31 @@ class UsageEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.request_id} {self.provider}/{self.model_served or self.model_requested} {self.status}"
+
+
+class UsageDeadLetter(models.Model):
+    """A usage stream entry the ingester could not store (billing.ingest): refused by Postgres even alone,
+    undecodable, or delivered more than MAX_DELIVERIES times. Its charge was released from the workspace's
+    Redis `pending` when it was acknowledged, so it was not debited: an operator decides (docs).
+
+    Written in its own transaction before the entry is acknowledged; `entry_id` is unique, so a crash
+    between the two writes it once. `workspace_id` is a plain integer, not a foreign key: the entry may
+    name a workspace that does not exist (or none at all), and the insert must never fail on that."""
+
+    entry_id = models.CharField(max_length=64, unique=True, help_text="The usage stream entry id.")
+    request_id = models.CharField(max_length=64, blank=True, help_text="If the entry could be decoded.")
+    workspace_id = models.BigIntegerField(null=True, blank=True, db_index=True, help_text="If known.")
+    charge_nanos = models.BigIntegerField(default=0, help_text="Released from pending; 0 if unknown.")
+    error = models.TextField()
+    raw_fields = models.TextField(help_text="The raw stream fields, as JSON text (ASCII, escapes for the rest).")
+    deliveries = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"dead letter {self.entry_id} (workspace {self.workspace_id})"
 
 
 class UsageRollup(models.Model):

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import logging
+
+import redis
 from celery import shared_task
 
 from billing.ingest import run_ingest
 
+log = logging.getLogger("turnpike.billing.ingest")
 
-@shared_task(name="billing.ingest_usage", ignore_result=True)
+
+# A trigger, not a record: the entries it drains stay in the stream's consumer group until stored, so
+# the message is acknowledged on receipt (never re-delivered after a crash; the next trigger follows).
+@shared_task(name="billing.ingest_usage", ignore_result=True, acks_late=False)
 def ingest_usage() -> dict[str, int]:
-    result = run_ingest()
-    return {"read": result.read, "inserted": result.inserted, "acked": result.acked}
+    try:
+        result = run_ingest()
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        # Redis is restarting or unreachable: nothing was acknowledged, the next trigger drains again.
+        log.warning("usage stream unreachable (%s); ingestion resumes when Redis answers", exc)
+        return {"read": 0, "inserted": 0, "acked": 0, "dead": 0}
+    return {"read": result.read, "inserted": result.inserted, "acked": result.acked, "dead": result.dead}

@@ -142,7 +142,7 @@ def test_a_consumer_that_dies_after_commit_does_not_double_count(r, workspace):
     entries = read_new(r, consumer="dies", count=10, block_ms=None)
     from billing.ingest import usage_ingest_batch
 
-    usage_ingest_batch(events=[e for _, e in entries])  # committed, never acknowledged
+    usage_ingest_batch(events=[e.event for e in entries])  # committed, never acknowledged
 
     reclaimed = claim_stale(r, consumer="survivor", idle_ms=0, count=10)
     assert len(reclaimed) == 3
