@@ -35,3 +35,12 @@ def nanos_to_cents_str(nanos: int) -> str:
     """'12.35' for display on documents: rounded half-up to the cent."""
     rounded = nanos_to_usd(nanos).quantize(CENT, rounding=ROUND_HALF_UP)
     return str(rounded.copy_abs() if rounded.is_zero() else rounded)  # never "-0.00"
+
+
+def usd_text(nanos: int) -> str:
+    """'$12.50', '$0.0012', '-$3.00': exact (no rounding), at least two decimals, for messages a person reads."""
+    amount = nanos_to_usd(abs(nanos))
+    text = format(amount.normalize(), "f")
+    whole, _, fraction = text.partition(".")
+    sign = "-" if nanos < 0 else ""
+    return f"{sign}${whole}.{fraction.ljust(2, '0')}"

@@ -31,6 +31,7 @@ class Catalog:
     canonical: dict[tuple[str, str], str] = field(default_factory=dict)  # alias -> model id
     providers_by_model: dict[str, list[str]] = field(default_factory=dict)
     models_by_provider: dict[str, list[str]] = field(default_factory=dict)
+    max_output: dict[tuple[str, str], int] = field(default_factory=dict)  # (provider, model or alias) -> tokens
 
     @classmethod
     def from_rows(cls, rows: list[CatalogRow]) -> Catalog:
@@ -41,6 +42,8 @@ class Catalog:
             for name in (row.model, *row.aliases):
                 catalog.prices[(row.provider, name)] = row.price
                 catalog.canonical[(row.provider, name)] = row.model
+                if row.max_output_tokens:
+                    catalog.max_output[(row.provider, name)] = row.max_output_tokens
                 providers = catalog.providers_by_model.setdefault(name, [])
                 if row.provider not in providers:
                     providers.append(row.provider)
@@ -52,6 +55,10 @@ class Catalog:
 
     def price(self, provider: str, model: str) -> Price | None:
         return self.prices.get((provider, model))
+
+    def max_output_tokens(self, provider: str, model: str) -> int | None:
+        """The most output tokens the model can produce in one answer, if the catalog says."""
+        return self.max_output.get((provider, model))
 
     def providers_for(self, model: str) -> list[str]:
         return self.providers_by_model.get(model, [])

@@ -86,10 +86,8 @@ class ChatCompletions(ModelEndpoint):
                 await self.relay_stream(x, response, tap)
                 outcome.model_served = tap.model
                 self._price_azure_by_served_model(x)
-                if tap.usage is not None and not outcome.client_disconnected:
-                    outcome.usage = openai_format.usage_from_openai(tap.usage)
-                else:
-                    outcome.streamed_text = tap.streamed_text()
+                usage = openai_format.usage_from_openai(tap.usage) if tap.usage is not None else None
+                self.stream_finished(x, usage=usage, partial=None, text=tap.streamed_text)
                 return
             data = await self.read_json(x, response)
             outcome.model_served = str(data.get("model") or route.model)
@@ -114,11 +112,9 @@ class ChatCompletions(ModelEndpoint):
                     x, response, TranslatingTap(source, OpenAISink(include_usage=client_wants_usage(x.body)))
                 )
                 outcome.model_served = source.model
-                usage = source.final_usage
-                if usage is not None and not outcome.client_disconnected:
-                    outcome.usage = usage
-                else:
-                    outcome.streamed_text = source.streamed_text()
+                self.stream_finished(
+                    x, usage=source.final_usage, partial=source.partial_usage, text=source.streamed_text
+                )
                 return
             data = await self.read_json(x, response)
             chat, usage = targets.chat_result(family, data, model=route.model)

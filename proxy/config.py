@@ -16,9 +16,24 @@ DEFAULT_READ_TIMEOUT = 300.0  # between bytes from the provider; long generation
 DEFAULT_TOTAL_TIMEOUT = 600.0
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 DEFAULT_AUTH_TTL = 10.0  # seconds an in-process entry lives even if an invalidation message is lost
-DEFAULT_NEGATIVE_TTL = 2.0  # seconds an unknown key is remembered as unknown
+DEFAULT_NEGATIVE_TTL = 2.0  # seconds an unknown key is remembered as unknown, in process
 DEFAULT_REDIS_DOC_TTL = 300  # seconds a key/workspace document lives in Redis
+# In-process caches are LRUs of at most this many entries (per worker process). A key entry is ~0.7 KB
+# (20,000 measured at 14 MB); a workspace entry holds decrypted credentials and prices, a few KB each.
+# Unknown keys (~0.25 KB each) have their own LRU, so a flood of random keys evicts only other unknown
+# keys, never a working one.
+DEFAULT_KEY_CACHE_SIZE = 20_000
+DEFAULT_WORKSPACE_CACHE_SIZE = 5_000
+DEFAULT_NEGATIVE_CACHE_SIZE = 10_000
+# At most this many keys per worker may be waiting for Postgres at once (keys unknown in process and in
+# Redis); one more gets 503 + Retry-After without touching Postgres, so a flood of distinct random keys
+# queues a bounded amount of work behind the Store's pool (4 connections).
+DEFAULT_MAX_PENDING_KEY_LOADS = 64
 DEFAULT_MAX_CONNECTIONS = 1000
+# Redis connections per worker (one per concurrent Redis call). Past it a request is refused with 503 "busy",
+# never served as if Redis were down (that would decide on a stale balance).
+DEFAULT_REDIS_MAX_CONNECTIONS = 1024
+DEFAULT_DISCONNECT_USAGE_WAIT = 5.0  # seconds a stream is read on after its client left, for exact usage
 
 
 def _float(name: str, default: float) -> float:
@@ -29,6 +44,17 @@ def _float(name: str, default: float) -> float:
 def _int(name: str, default: int) -> int:
     value = os.environ.get(name, "")
     return int(value) if value else default
+
+
+def _bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise RuntimeError(f"environment variable {name} must be a boolean, got {value!r}")
 
 
 def _load_dev_env_file() -> None:
@@ -59,6 +85,16 @@ class ProxyConfig:
     negative_ttl: float = DEFAULT_NEGATIVE_TTL
     redis_doc_ttl: int = DEFAULT_REDIS_DOC_TTL
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    redis_max_connections: int = DEFAULT_REDIS_MAX_CONNECTIONS
+    disconnect_usage_wait: float = DEFAULT_DISCONNECT_USAGE_WAIT
+    key_cache_size: int = DEFAULT_KEY_CACHE_SIZE
+    workspace_cache_size: int = DEFAULT_WORKSPACE_CACHE_SIZE
+    negative_cache_size: int = DEFAULT_NEGATIVE_CACHE_SIZE
+    max_pending_key_loads: int = DEFAULT_MAX_PENDING_KEY_LOADS
+    # Connect to loopback/private/link-local provider addresses (checked at every new connection, so a
+    # host re-pointed after its base URL was saved is still refused). Same variable as the web app;
+    # from_env defaults it to true outside production (dev and tests run the fake provider on loopback).
+    allow_private_provider_urls: bool = False
     spool_dir: Path = field(default_factory=lambda: Path(".dev/spool"))
     provider_base_urls: dict[str, str] = field(default_factory=dict)
 
@@ -90,6 +126,13 @@ class ProxyConfig:
             negative_ttl=_float("TURNPIKE_PROXY_NEGATIVE_TTL", DEFAULT_NEGATIVE_TTL),
             redis_doc_ttl=_int("TURNPIKE_PROXY_REDIS_DOC_TTL", DEFAULT_REDIS_DOC_TTL),
             max_connections=_int("TURNPIKE_PROXY_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS),
+            redis_max_connections=_int("TURNPIKE_PROXY_REDIS_MAX_CONNECTIONS", DEFAULT_REDIS_MAX_CONNECTIONS),
+            disconnect_usage_wait=_float("TURNPIKE_PROXY_DISCONNECT_USAGE_WAIT", DEFAULT_DISCONNECT_USAGE_WAIT),
+            key_cache_size=_int("TURNPIKE_PROXY_KEY_CACHE_SIZE", DEFAULT_KEY_CACHE_SIZE),
+            workspace_cache_size=_int("TURNPIKE_PROXY_WORKSPACE_CACHE_SIZE", DEFAULT_WORKSPACE_CACHE_SIZE),
+            negative_cache_size=_int("TURNPIKE_PROXY_NEGATIVE_CACHE_SIZE", DEFAULT_NEGATIVE_CACHE_SIZE),
+            max_pending_key_loads=_int("TURNPIKE_PROXY_MAX_PENDING_KEY_LOADS", DEFAULT_MAX_PENDING_KEY_LOADS),
+            allow_private_provider_urls=_bool("TURNPIKE_ALLOW_PRIVATE_PROVIDER_URLS", not production),
             spool_dir=Path(os.environ.get("TURNPIKE_PROXY_SPOOL_DIR") or ".dev/spool"),
             provider_base_urls=overrides,
         )

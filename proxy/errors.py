@@ -4,7 +4,8 @@
       .invalid_request(...)   400 invalid_request_error   malformed JSON, wrong types, missing fields,
                                                           unsupported parameter/provider combinations
       .unauthorized(...)      401 authentication_error    missing, unknown, revoked or expired key
-      .insufficient_balance() 402 insufficient_balance    prepaid balance at or below zero
+      .insufficient_balance() 402 insufficient_balance    balance at or below zero, or below the request's
+                                                          estimated maximum cost (both amounts in the message)
       .forbidden(...)         403 permission_denied       the key may not use this model/endpoint
       .model_not_found(...)   404 model_not_found         unknown model / no credential for its provider
       .too_large(...)         413 request_too_large       body over TURNPIKE_PROXY_MAX_BODY_BYTES
@@ -24,6 +25,8 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+
+from contracts.money import usd_text
 
 _ANTHROPIC_TYPES = {
     400: "invalid_request_error",
@@ -70,21 +73,27 @@ class ProxyError(Exception):
         return cls(401, message, type="authentication_error", code="invalid_api_key")
 
     @classmethod
-    def insufficient_balance(cls) -> ProxyError:
-        return cls(
-            402,
-            "Your workspace's prepaid balance is exhausted. Add credit in the dashboard to continue.",
-            type="insufficient_balance",
-            code="insufficient_balance",
-        )
+    def insufficient_balance(cls, *, available_nanos: int, estimate_nanos: int) -> ProxyError:
+        """402, saying what is available and, when something is, what this request would need at most."""
+        if available_nanos <= 0:
+            message = (
+                f"Your workspace's prepaid balance is exhausted (available: {usd_text(available_nanos)}). "
+                "Add credit in the dashboard to continue."
+            )
+        else:
+            message = (
+                f"This request may cost up to {usd_text(estimate_nanos)}, more than your workspace's available "
+                f"balance of {usd_text(available_nanos)}. Lower `max_tokens` (or `n`), or add credit in the dashboard."
+            )
+        return cls(402, message, type="insufficient_balance", code="insufficient_balance")
 
     @classmethod
     def forbidden(cls, message: str, *, code: str = "permission_denied") -> ProxyError:
         return cls(403, message, type="permission_denied", code=code, param="model")
 
     @classmethod
-    def model_not_found(cls, message: str) -> ProxyError:
-        return cls(404, message, type="invalid_request_error", code="model_not_found", param="model")
+    def model_not_found(cls, message: str, *, code: str = "model_not_found") -> ProxyError:
+        return cls(404, message, type="invalid_request_error", code=code, param="model")
 
     @classmethod
     def too_large(cls, limit: int) -> ProxyError:

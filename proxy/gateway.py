@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
 import orjson
 
+from contracts.balance import clamp_amount
 from contracts.events import UsageEvent
 from contracts.pricing import Usage, charge_nanos, cost_nanos
 from contracts.providers import ProviderSpec, get_spec
@@ -35,6 +38,14 @@ from proxy.upstream import TransportError, UpstreamResponse
 MAX_METADATA_BYTES = 4096
 DEFAULT_MAX_OUTPUT_ESTIMATE = 4096  # output tokens assumed for the reservation when the client sets no cap
 BYTES_PER_TOKEN_ESTIMATE = 3  # generous: reserving a little more than needed is the safe side
+# Documented bounds on what one request may ask for (docs/proxy.md); above them the request is a 400 naming
+# the field, before anything is routed or reserved. No model produces more output in one answer; OpenAI
+# itself caps `n` at 128.
+MAX_OUTPUT_TOKENS = 1_000_000
+MAX_CHOICES = 128
+OUTPUT_CAP_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+
+log = logging.getLogger("turnpike.proxy.gateway")
 
 
 @dataclass(slots=True)
@@ -50,6 +61,7 @@ class Outcome:
     response_started: bool = False
     client_disconnected: bool = False
     streamed_text: str = ""
+    partial_usage: Usage | None = None  # what the provider reported before its stream stopped short
     priced: tuple[Usage, int | None] | None = None  # (usage, cost) already computed for the cost header
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -103,6 +115,20 @@ def parse_metadata(scope: Scope) -> dict[str, Any]:
     return data
 
 
+def check_bounds(body: dict[str, Any]) -> None:
+    """Output caps and `n` within MAX_OUTPUT_TOKENS / MAX_CHOICES; the endpoints' own validators already
+    require them to be positive integers where present."""
+    for name in OUTPUT_CAP_FIELDS:
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > MAX_OUTPUT_TOKENS:
+            raise ProxyError.invalid_request(
+                f"`{name}` must be at most {MAX_OUTPUT_TOKENS:,} (Turnpike's limit for one request).", param=name
+            )
+    n = body.get("n")
+    if isinstance(n, int) and not isinstance(n, bool) and n > MAX_CHOICES:
+        raise ProxyError.invalid_request(f"`n` must be at most {MAX_CHOICES}.", param="n")
+
+
 def usd(nanos: int | None) -> bytes:
     """The `x-turnpike-cost-usd` header value: exact decimal dollars, or `unpriced`."""
     if nanos is None:
@@ -140,6 +166,9 @@ class ModelEndpoint:
         cap = body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens")
         if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
             cap = DEFAULT_MAX_OUTPUT_ESTIMATE
+        model_max = self.rt.catalog.max_output_tokens(route.provider, route.model)
+        if model_max is not None:
+            cap = min(cap, model_max)  # the model cannot produce more, whatever the client allows
         n = body.get("n")
         choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
         usage = Usage(input=body_bytes // BYTES_PER_TOKEN_ESTIMATE + 1, output=cap * choices)
@@ -157,11 +186,12 @@ class ModelEndpoint:
     async def __call__(self, x: Exchange) -> None:
         key, body, send, request_id = x.key, x.body, x.send, x.request_id
         outcome = x.outcome
-        charge = 0
-        cost: int | None = None
+        rate: Decimal | None = None
+        reservation = 0
         metadata: dict[str, Any] = {}
         try:
             self.validate(body)
+            check_bounds(body)
             metadata = parse_metadata(x.scope)
             route, _ = self.route(x)
             rate = key.workspace.charge_rate(route.credential)
@@ -170,32 +200,62 @@ class ModelEndpoint:
                 workspace_id=key.workspace_id, request_id=request_id, amount_nanos=reservation
             )
             if not checked.reserved:
-                raise ProxyError.insufficient_balance()
+                raise ProxyError.insufficient_balance(
+                    available_nanos=checked.available_nanos, estimate_nanos=reservation
+                )
             await self.forward(x)
-            assert x.route is not None
-            route = x.route  # forwarding may have refined the price (e.g. by the model actually served)
-            if outcome.usage is None and outcome.status == 200:
-                outcome.usage = self.count_locally(x)
-                outcome.estimated = True
-            if outcome.usage is not None:
-                if outcome.priced is not None and outcome.priced[0] is outcome.usage:
-                    cost = outcome.priced[1]
-                else:
-                    cost = cost_nanos(route.price, outcome.usage)
-                charge = charge_nanos(cost, rate=rate) or 0
         except ProxyError as error:
             outcome.status = error.status
             outcome.error_code = error.code or error.type
             if not outcome.response_started:
                 await self.rt.send_error(send, error, request_id=request_id, anthropic=self.anthropic_errors)
+        except Exception:
+            # A fault of ours. What the provider already served is still priced and charged below.
+            log.exception("internal error in %s (%s)", self.path, request_id)
+            outcome.error_code = "internal_error"
+            if not outcome.response_started:
+                outcome.status = 500
+                internal = ProxyError(500, "Internal error in the gateway.", type="api_error", code="internal_error")
+                with contextlib.suppress(Exception):
+                    await self.rt.send_error(send, internal, request_id=request_id, anthropic=self.anthropic_errors)
         finally:
+            cost, charge = self._price(x, rate, reservation)
             self._emit(x, cost, charge, metadata)
+
+    def _price(self, x: Exchange, rate: Decimal | None, reservation: int) -> tuple[int | None, int]:
+        """(provider cost, charge) of what was served. Never raises: a request that reached the provider is
+        never recorded as free because something failed here; if pricing itself fails, the reservation (the
+        request's estimated maximum) is charged and the event flagged estimated."""
+        outcome, route = x.outcome, x.route
+        if route is None or rate is None or (not outcome.response_started and outcome.status != 200):
+            return None, 0  # nothing was served
+        try:
+            if outcome.usage is None:
+                outcome.usage = estimate(self.count_locally(x), outcome.partial_usage)
+                outcome.estimated = True
+            if outcome.priced is not None and outcome.priced[0] is outcome.usage:
+                cost = outcome.priced[1]
+            else:
+                cost = cost_nanos(route.price, outcome.usage)
+            return cost, clamp_amount(charge_nanos(cost, rate=rate) or 0)
+        except Exception:
+            log.exception("pricing failed for %s; charging its reservation", x.request_id)
+            outcome.estimated = True
+            return None, reservation
 
     def route(self, x: Exchange) -> tuple[Route, ProviderSpec]:
         """Where the body's model goes, refused if the key may not call it or this endpoint cannot."""
         model, key = x.body["model"], x.key
         overrides = self.rt.config.provider_base_urls
         x.route = route = resolve(model, workspace=key.workspace, catalog=self.rt.catalog, base_url_overrides=overrides)
+        if route.credential.kind == "managed" and route.price is None:
+            # the platform would pay the provider for it and could not charge: never served unpriced
+            raise ProxyError.model_not_found(
+                f"`{model}` is not in Turnpike's price catalog, so it cannot be served with a platform-managed "
+                f"{route.credential.label} key. Add your own {route.credential.label} key under Provider "
+                "credentials to use it.",
+                code="model_not_priced",
+            )
         if not key.allows(model, f"{route.provider}/{route.model}", f"{route.credential.slug}/{route.model}"):
             raise ProxyError.forbidden(
                 f"This Turnpike key may not call `{model}`; its allowed models are {', '.join(key.allowed_models)}.",
@@ -289,17 +349,39 @@ class ModelEndpoint:
         )
         await x.send({"type": "http.response.body", "body": payload})
 
+    def stream_finished(
+        self, x: Exchange, *, usage: Usage | None, partial: Usage | None, text: Callable[[], str]
+    ) -> None:
+        """After `relay_stream`: the provider's own usage when the stream delivered it (also after the client
+        left: the relay read on for it); otherwise what the provider reported before the stream stopped
+        short, and the text streamed, for the estimate (`estimate`)."""
+        if usage is not None:
+            x.outcome.usage = usage
+        else:
+            x.outcome.partial_usage = partial
+            x.outcome.streamed_text = text()
+
     async def relay_stream(self, x: Exchange, response: UpstreamResponse, tap: StreamTap) -> None:
         """Send each complete upstream event on as soon as it arrives (through `tap`, which inspects or
-        translates it). A client that hangs up stops the relay and closes the upstream request."""
+        translates it). A client that hangs up stops the sending, not the reading: the upstream stream is
+        read on, for at most `disconnect_usage_wait` seconds (config), so the provider's exact usage (its last frames)
+        is what gets charged rather than an estimate."""
         outcome = x.outcome
+        loop = asyncio.get_running_loop()
         disconnected = asyncio.Event()
+        deadline = asyncio.timeout(self.rt.config.total_timeout)
+
+        def client_left() -> None:
+            if not disconnected.is_set():
+                disconnected.set()
+                limit = loop.time() + self.rt.config.disconnect_usage_wait
+                current = deadline.when()
+                deadline.reschedule(limit if current is None else min(current, limit))
 
         async def watch() -> None:
-            while True:
-                if (await x.receive())["type"] == "http.disconnect":
-                    disconnected.set()
-                    return
+            while (await x.receive())["type"] != "http.disconnect":
+                pass
+            client_left()
 
         watcher = asyncio.create_task(watch())
         await x.send(
@@ -316,22 +398,26 @@ class ModelEndpoint:
         outcome.response_started = True
         outcome.status = 200
         try:
-            async with asyncio.timeout(self.rt.config.total_timeout):
+            async with deadline:
                 async for raw in response.iter_raw():
-                    if disconnected.is_set():
-                        break
                     chunk = tap.feed(raw)
-                    if not chunk:
+                    if not chunk or disconnected.is_set():
                         continue
                     x.mark_first_byte()
-                    await x.send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    try:
+                        await x.send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    except OSError:
+                        client_left()
+                tail = tap.flush()
             if not disconnected.is_set():
-                await x.send({"type": "http.response.body", "body": tap.flush(), "more_body": False})
+                await x.send({"type": "http.response.body", "body": tail, "more_body": False})
         except (TransportError, TimeoutError, OSError):
-            # Upstream broke or the client went away mid-stream: what was streamed is still recorded.
-            outcome.extra["interrupted"] = True
-            with contextlib.suppress(Exception):
-                await x.send({"type": "http.response.body", "body": b"", "more_body": False})
+            # Upstream broke, or the client left and the provider did not finish in time: what was
+            # streamed (and any usage the provider reported so far) is still recorded and charged.
+            if not disconnected.is_set():
+                outcome.extra["interrupted"] = True
+                with contextlib.suppress(Exception):
+                    await x.send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             watcher.cancel()
         if disconnected.is_set():
@@ -372,6 +458,21 @@ class ModelEndpoint:
             finished_at_ms=int(time.time() * 1000),
         )
         self.rt.emitter.emit(event)
+
+
+def estimate(counted: Usage, partial: Usage | None) -> Usage:
+    """A stream's usage when the provider never sent its final count: the provider's own figures where it
+    gave them before stopping (input, cached and cache-write tokens arrive first; output and reasoning
+    so far), and our count of the text where it is larger or the provider said nothing."""
+    if partial is None:
+        return counted
+    return Usage(
+        input=partial.input or counted.input,
+        cached_input=partial.cached_input,
+        cache_write=partial.cache_write,
+        output=max(partial.output, counted.output - partial.reasoning, 0),
+        reasoning=partial.reasoning,
+    )
 
 
 def _user_of(body: dict[str, Any]) -> str:

@@ -98,10 +98,10 @@ class Messages(ModelEndpoint):
                 tap = AnthropicUsageTap()
                 await self.relay_stream(x, response, tap)
                 outcome.model_served = tap.model
-                if tap.complete and tap.usage is not None and not outcome.client_disconnected:
-                    outcome.usage = anthropic.usage_from_anthropic(tap.usage)
-                else:
-                    outcome.streamed_text = tap.streamed_text()
+                reported = anthropic.usage_from_anthropic(tap.usage) if tap.usage is not None else None
+                self.stream_finished(
+                    x, usage=reported if tap.complete else None, partial=reported, text=tap.streamed_text
+                )
                 return
             data = await self.read_json(x, response)
             outcome.model_served = str(data.get("model") or route.model)
@@ -124,11 +124,9 @@ class Messages(ModelEndpoint):
                 sink = AnthropicSink(model=str(x.body["model"]), message_id=message_id)
                 await self.relay_stream(x, response, TranslatingTap(source, sink))
                 outcome.model_served = source.model
-                usage = source.final_usage
-                if usage is not None and not outcome.client_disconnected:
-                    outcome.usage = usage
-                else:
-                    outcome.streamed_text = source.streamed_text()
+                self.stream_finished(
+                    x, usage=source.final_usage, partial=source.partial_usage, text=source.streamed_text
+                )
                 return
             data = await self.read_json(x, response)
             chat, usage = targets.chat_result(family, data, model=route.model)

@@ -90,10 +90,8 @@ class Responses(ModelEndpoint):
                 tap = ResponsesUsageTap()
                 await self.relay_stream(x, response, tap)
                 outcome.model_served = tap.model
-                if tap.complete and tap.usage is not None and not outcome.client_disconnected:
-                    outcome.usage = openai_format.usage_from_responses(tap.usage)
-                else:
-                    outcome.streamed_text = tap.streamed_text()
+                usage = openai_format.usage_from_responses(tap.usage) if tap.complete and tap.usage else None
+                self.stream_finished(x, usage=usage, partial=None, text=tap.streamed_text)
                 return
             data = await self.read_json(x, response)
             outcome.model_served = str(data.get("model") or route.model)

@@ -54,7 +54,7 @@ ORDER BY id
 BALANCE_SQL = "SELECT balance_nanos, version FROM billing_workspacebalance WHERE workspace_id = %s"
 
 CATALOG_SQL = """
-SELECT provider, model, mode, aliases, context_window,
+SELECT provider, model, mode, aliases, context_window, max_output_tokens,
        input_usd_per_mtok, cached_input_usd_per_mtok, cache_write_usd_per_mtok, output_usd_per_mtok,
        reasoning_usd_per_mtok, request_fee_usd
 FROM billing_modelprice
@@ -121,6 +121,7 @@ class CatalogRow:
     aliases: tuple[str, ...]
     context_window: int | None
     price: Price
+    max_output_tokens: int | None = None
 
 
 def price_from_row(row: dict[str, Any]) -> Price:
@@ -142,6 +143,7 @@ class Store:
             database_url, min_size=0, max_size=max_size, open=False, kwargs={"autocommit": True}
         )
         self._opened = False
+        self.queries = 0  # statements sent since start: cache misses are meant to be the only ones
 
     async def _ensure_open(self) -> None:
         if not self._opened:
@@ -155,6 +157,7 @@ class Store:
 
     async def _fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         await self._ensure_open()
+        self.queries += 1
         async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(sql, params)  # type: ignore[arg-type]
             return await cur.fetchall()
@@ -210,6 +213,7 @@ class Store:
                 aliases=tuple(row["aliases"] or ()),
                 context_window=row["context_window"],
                 price=price_from_row(row),
+                max_output_tokens=row["max_output_tokens"],
             )
             for row in rows
         ]

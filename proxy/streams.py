@@ -35,6 +35,11 @@ class ChunkSource(Protocol):
         """The provider's usage, if the stream ran to its end and reported it."""
         ...
 
+    @property
+    def partial_usage(self) -> Usage | None:
+        """What the provider reported so far (e.g. input and cached tokens at the start), if anything."""
+        ...
+
     def streamed_text(self) -> str: ...
 
 
@@ -101,6 +106,10 @@ class OpenAIChunks:
     def final_usage(self) -> Usage | None:
         return self.usage
 
+    @property
+    def partial_usage(self) -> Usage | None:
+        return self.usage
+
     def streamed_text(self) -> str:
         return "".join(self._text)
 
@@ -127,6 +136,10 @@ class AnthropicChunks:
     def final_usage(self) -> Usage | None:
         return self.translator.usage if self.translator.done else None
 
+    @property
+    def partial_usage(self) -> Usage | None:
+        return self.translator.usage
+
     def streamed_text(self) -> str:
         return "".join(self.translator.text_parts)
 
@@ -152,6 +165,10 @@ class GeminiChunks:
     @property
     def final_usage(self) -> Usage | None:
         return self.translator.usage if self.translator.done else None
+
+    @property
+    def partial_usage(self) -> Usage | None:
+        return self.translator.usage
 
     def streamed_text(self) -> str:
         return "".join(self.translator.text_parts)

@@ -3,6 +3,7 @@ process (gunicorn, celery) with its port awaited. Plain helpers; fixtures live i
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -99,3 +100,22 @@ def process(
                 proc.wait(timeout=5)
         if log_path:
             log.close()  # type: ignore[union-attr]
+
+
+def run_async(coroutine: Any) -> Any:
+    """Run a coroutine to completion on a fresh event loop in its own thread, whatever loop the calling
+    thread has (a test must not depend on which fixtures ran before it)."""
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["value"] = asyncio.run(coroutine)
+        except BaseException as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result.get("value")

@@ -29,4 +29,6 @@ Controls, per request, as headers or as suffixes on the model name (`gpt-4o-mini
     x-fake-reasoning-tokens / reasoning=N  report N completion tokens as reasoning (Gemini: thoughts)
     x-fake-cache-write / cache_write=N   Anthropic: report N cache-creation input tokens
     x-fake-no-usage / no_usage=1         streams: never send usage (even if asked)
+    x-fake-usage-tokens / usage_tokens=N  OpenAI format: report N prompt and N completion tokens, whatever
+                                         was sent (a misbehaving self-hosted server; N may exceed 2^63)
 """

@@ -182,12 +182,15 @@ def _tool_call(tools: list[Any], messages: list[Any]) -> dict[str, Any] | None:
 
 
 def _usage(prompt: int, completion: int, controls: Controls) -> dict[str, Any]:
+    # a misbehaving OpenAI-compatible server may report any count at all (tests: `usage_tokens=N`)
+    prompt = controls.num("usage_tokens", prompt)
+    completion = controls.num("usage_tokens", completion)
     cached = min(controls.num("cached"), prompt)
     reasoning = min(controls.num("reasoning"), completion)
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
-        "total_tokens": prompt + completion,
+        "total_tokens": min(prompt + completion, 2**64 - 1),  # JSON numbers past 64 bits break most parsers
         "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
         "completion_tokens_details": {
             "reasoning_tokens": reasoning,

@@ -27,7 +27,10 @@ ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps its event loop marked as running in the main thread
+# while it is started, so every later test that runs an event loop (asyncio.run) would fail. It stops when
+# the browser tests are done.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[object]:
     if not Path(CHROMIUM).exists():
         pytest.skip(f"chromium not found at {CHROMIUM}; `make test` installs Debian's chromium package")

@@ -1,12 +1,11 @@
 """What the proxy enforces while serving from its caches: revoked keys and changed credentials take
 effect within a second (pub/sub invalidation, not TTL expiry: the auth TTL here is 10 s), the prepaid
-balance is checked on every request, and a client that walks away mid-stream is still accounted for."""
+balance is checked on every request (a client that walks away mid-stream: tests/proxy/test_disconnect.py)."""
 
 from __future__ import annotations
 
 import time
 
-import httpx
 import openai
 import pytest
 
@@ -72,30 +71,3 @@ def test_a_top_up_lets_a_refused_workspace_through(make_tenant, start_proxy):
         ledger_grant_post(workspace=tenant.workspace, amount_usd="1", idempotency_key="late-top-up")
         time.sleep(0.2)
         assert sdk.chat.completions.create(model=MODEL, messages=HI).choices
-
-
-def test_a_client_that_disconnects_mid_stream_is_still_recorded_as_estimated(proxy, tenant, r):
-    body = {"model": f"{MODEL}@words=400;chunk_delay=20", "messages": HI, "stream": True}
-    headers = {"authorization": f"Bearer {tenant.plaintext}"}
-    received = b""
-    with (
-        httpx.Client(timeout=10) as http,
-        http.stream("POST", f"{proxy.base_url}/chat/completions", json=body, headers=headers) as response,
-    ):
-        assert response.status_code == 200
-        request_id = response.headers["x-request-id"]
-        for piece in response.iter_raw():
-            received += piece
-            if received.count(b"data: ") >= 5:
-                break  # hang up after a few chunks, long before the 400 words are done
-
-    deadline = time.monotonic() + 5
-    while not r.xlen(USAGE_STREAM) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proxy.drain()
-    (event,) = events(r)
-    assert event.request_id == request_id
-    assert event.stream and event.estimated
-    assert event.error_code == "client_disconnected"
-    assert 0 < event.output_tokens < 400  # counted locally from what was streamed, not the whole answer
-    assert event.input_tokens > 0
