@@ -1,6 +1,6 @@
 """Bring up what Turnpike needs on this machine, then run the dev stack or the test suite.
 
-    python scripts/devenv.py dev     services, migrate, seed, then every Procfile process under honcho
+    python scripts/devenv.py dev     services, migrate, seed, then every Procfile process, supervised
     python scripts/devenv.py test    services, browser, then pytest (extra args are passed to pytest)
     python scripts/devenv.py stop    stop the private Postgres/Redis under .dev/
 
@@ -8,6 +8,10 @@ Postgres and Redis come from DATABASE_URL / REDIS_URL when they are set. Otherwi
 run under .dev/ on fixed ports (Postgres 54329, Redis 63799), installed with apt-get only when the
 binaries are missing. initdb refuses to run as root, so as root the private cluster belongs to an
 unprivileged system user, `turnpike`. The services this script started are stopped when it exits.
+
+`dev` runs the Procfile under `Supervisor` (below): output prefixed with the process name, as honcho
+does; a process that exits is started again (with backoff) instead of stopping the stack; Ctrl-C or
+SIGTERM stops every process.
 
 Standard library only: it runs before anything else is known to work.
 """
@@ -26,8 +30,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV = ROOT / ".dev"
@@ -253,7 +260,9 @@ def start_redis() -> bool:
     if port_open(REDIS_PORT):
         return False
     say(f"starting private Redis on 127.0.0.1:{REDIS_PORT}")
-    # appendonly: the usage stream and balance counters survive a Redis restart.
+    # As docs/configuration.md ("Redis requirements") asks: appendonly, so the usage stream and balance
+    # counters survive a Redis restart; noeviction, so memory pressure refuses writes (the proxy spools)
+    # instead of silently dropping a balance hash or the stream.
     run(
         [
             "redis-server",
@@ -273,6 +282,8 @@ def start_redis() -> bool:
             "yes",
             "--appendfsync",
             "everysec",
+            "--maxmemory-policy",
+            "noeviction",
             "--save",
             "",
         ],
@@ -302,6 +313,180 @@ def wait_for(port: int, name: str, log: Path, timeout: float = 30.0) -> None:
         time.sleep(0.1)
     tail = log.read_text()[-2000:] if log.exists() else "(no log)"
     fail(f"{name} is not answering on 127.0.0.1:{port} after {timeout:.0f}s:\n{tail}")
+
+
+# --- the process supervisor -----------------------------------------------------------------------------------
+
+RESTART_DELAY_FIRST = 1.0  # seconds before restarting a process that exited
+RESTART_DELAY_MAX = 30.0  # the backoff doubles per quick exit up to this
+STABLE_AFTER = 30.0  # a process that ran this long starts again with the first delay
+CRASH_LOOP_AFTER = 5  # quick exits in a row before the supervisor calls it a crash loop
+STOP_TIMEOUT = 10.0  # seconds after SIGTERM before SIGKILL
+COLOURS = ("36", "33", "32", "35", "34", "31", "96", "93")
+
+
+def read_procfile(path: Path) -> dict[str, str]:
+    processes: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            name, sep, command = line.partition(":")
+            if not sep or not name.strip() or not command.strip():
+                fail(f"{path}: not a `name: command` line: {line!r}")
+            processes[name.strip()] = command.strip()
+    return processes
+
+
+@dataclass
+class Child:
+    name: str
+    command: str
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restart_at: float | None = None  # when to start it again after it exited
+    delay: float = RESTART_DELAY_FIRST
+    quick_exits: int = 0
+    readers: list[threading.Thread] = field(default_factory=list)
+
+
+class Supervisor:
+    """Runs every Procfile process until asked to stop; restarts one that exits.
+
+    Each process runs through `sh -c "exec <command>"` in its own session (process group), so stopping it
+    reaches its children too (gunicorn workers, Celery's pool and embedded beat). When a process exits,
+    what is left of its group is stopped, and it is started again after a delay: 1 s, doubling on every
+    exit within STABLE_AFTER of its start, at most RESTART_DELAY_MAX; CRASH_LOOP_AFTER quick exits in a
+    row are reported as a crash loop, and it keeps being retried at the capped delay (Postgres or Redis
+    may come back). SIGINT, SIGTERM or SIGHUP stops every group: SIGTERM, then SIGKILL after STOP_TIMEOUT.
+    """
+
+    def __init__(self, processes: dict[str, str], *, env: dict[str, str], cwd: Path, out: IO[str] | None = None):
+        self.children = [Child(name, command) for name, command in processes.items()]
+        self.env = env
+        self.cwd = cwd
+        self.out = out or sys.stdout
+        self.colour = self.out.isatty()
+        self.width = max([len(c.name) for c in self.children] + [len("system")])
+        self.lock = threading.Lock()
+        self.stopping = False
+
+    def say(self, name: str, text: str) -> None:
+        prefix = f"{time.strftime('%H:%M:%S')} {name:<{self.width}} |"
+        if self.colour:
+            names = [c.name for c in self.children]
+            code = COLOURS[names.index(name) % len(COLOURS)] if name in names else "1"
+            prefix = f"\033[{code}m{prefix}\033[0m"
+        with self.lock:
+            self.out.write(f"{prefix} {text}\n")
+            self.out.flush()
+
+    def _pipe(self, child: Child, stream: IO[bytes]) -> None:
+        for raw in iter(stream.readline, b""):
+            self.say(child.name, raw.decode(errors="replace").rstrip("\n"))
+        stream.close()
+
+    def _start(self, child: Child) -> None:
+        child.proc = subprocess.Popen(
+            ["/bin/sh", "-c", f"exec {child.command}"],
+            cwd=self.cwd,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        child.started_at = time.monotonic()
+        child.restart_at = None
+        assert child.proc.stdout is not None
+        reader = threading.Thread(target=self._pipe, args=(child, child.proc.stdout), daemon=True)
+        reader.start()
+        child.readers = [reader]
+        self.say("system", f"{child.name} started (pid {child.proc.pid})")
+
+    def _signal_group(self, child: Child, sig: signal.Signals) -> None:
+        if child.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.proc.pid, sig)
+
+    def _group_alive(self, child: Child) -> bool:
+        if child.proc is None:
+            return False
+        try:
+            os.killpg(child.proc.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    def _on_exit(self, child: Child, code: int) -> None:
+        assert child.proc is not None
+        ran = time.monotonic() - child.started_at
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        # What it leaves behind (an orphaned gunicorn worker holding the port) must not outlive it.
+        self._signal_group(child, signal.SIGTERM)
+        deadline = time.monotonic() + 2
+        while self._group_alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._signal_group(child, signal.SIGKILL)
+        if ran >= STABLE_AFTER:
+            child.delay, child.quick_exits = RESTART_DELAY_FIRST, 0
+        else:
+            child.quick_exits += 1
+        note = ""
+        if child.quick_exits >= CRASH_LOOP_AFTER:
+            note = f"; crash loop: {child.quick_exits} exits in a row within {STABLE_AFTER:.0f} s of starting"
+        self.say("system", f"{child.name} {how} after {ran:.1f} s; restarting in {child.delay:.0f} s{note}")
+        child.restart_at = time.monotonic() + child.delay
+        if child.quick_exits:
+            child.delay = min(child.delay * 2, RESTART_DELAY_MAX)
+        child.proc = None
+
+    def _request_stop(self, signum: int, frame: object) -> None:
+        self.stopping = True
+
+    def run(self) -> int:
+        # SIGHUP too: the children run in sessions of their own, so a closed terminal reaches only us.
+        stop_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        previous = {sig: signal.signal(sig, self._request_stop) for sig in stop_signals}
+        try:
+            for child in self.children:
+                self._start(child)
+            while not self.stopping:
+                now = time.monotonic()
+                for child in self.children:
+                    if child.proc is not None:
+                        code = child.proc.poll()
+                        if code is not None:
+                            self._on_exit(child, code)
+                    elif child.restart_at is not None and now >= child.restart_at:
+                        self._start(child)
+                time.sleep(0.2)
+            self.stop()
+            return 0
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def stop(self) -> None:
+        self.say("system", "stopping every process")
+        running = [c for c in self.children if c.proc is not None]
+        for child in running:
+            self._signal_group(child, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while any(self._group_alive(c) for c in running) and time.monotonic() < deadline:
+            for child in running:
+                if child.proc is not None:
+                    child.proc.poll()  # reap the leader, so its group can be seen to be empty
+            time.sleep(0.1)
+        for child in running:
+            if self._group_alive(child):
+                self.say("system", f"{child.name} did not stop within {STOP_TIMEOUT:.0f} s: killing it")
+                self._signal_group(child, signal.SIGKILL)
+            if child.proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.proc.wait(timeout=5)
+            for reader in child.readers:
+                reader.join(timeout=1)
+        self.say("system", "every process stopped")
 
 
 # --- orchestration ---------------------------------------------------------------------------------------------
@@ -413,7 +598,7 @@ def banner(data: dict[str, object]) -> None:
    )
    print(reply.choices[0].message.content)
 
- Ctrl-C stops every process.
+ A process that exits is started again. Ctrl-C stops every process.
 ================================================================================
 """,
         flush=True,
@@ -438,13 +623,7 @@ def cmd_dev() -> int:
         manage(["load_price_catalog"], env, stdout=subprocess.DEVNULL)
         manage(["loaddata", "dev_plans", "-v", "0"], env)  # a demo plan with a BYOK fee: debits show
         banner(seed(env))
-        honcho = str(ROOT / ".venv" / "bin" / "honcho")
-        proc = subprocess.Popen([honcho, "start", "-f", "Procfile"], cwd=ROOT, env=env)
-        try:
-            return proc.wait()
-        except KeyboardInterrupt:
-            proc.send_signal(signal.SIGINT)
-            return proc.wait()
+        return Supervisor(read_procfile(ROOT / "Procfile"), env=env, cwd=ROOT).run()
     finally:
         services.down()
 

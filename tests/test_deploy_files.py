@@ -112,3 +112,40 @@ def test_every_variable_the_code_reads_is_documented():
     assert "TURNPIKE_MASTER_KEY" in names and "TURNPIKE_PROXY_AUTH_TTL" in names  # the scan works
     missing = sorted(n for n in names if not documented(n))
     assert not missing, f"not in docs/configuration.md: {missing}"
+
+
+def test_the_proxy_spool_is_on_a_persistent_volume_shared_by_every_proxy_pod():
+    """Usage spooled while Redis is down must outlive the pod (an emptyDir dies with it), and a pod scaled
+    away must leave its files where the remaining pods replay them."""
+    (config,) = [d for d in k8s_docs() if d["kind"] == "ConfigMap"]
+    spool_dir = config["data"]["TURNPIKE_PROXY_SPOOL_DIR"]
+    (proxy,) = [d for d in k8s_docs() if d["kind"] == "Deployment" and d["metadata"]["name"] == "turnpike-proxy"]
+    pod = proxy["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == spool_dir]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert "emptyDir" not in volume
+    claims = {d["metadata"]["name"]: d for d in k8s_docs() if d["kind"] == "PersistentVolumeClaim"}
+    claim = claims[volume["persistentVolumeClaim"]["claimName"]]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    # the non-root proxy can write to it: the volume belongs to the image's group
+    gid = re.search(r"groupadd\b.*--gid (\d+) turnpike", (DEPLOY / "Dockerfile").read_text())
+    assert gid and pod["securityContext"]["fsGroup"] == int(gid.group(1))
+
+
+def test_the_image_user_is_numeric_so_kubernetes_can_verify_run_as_non_root():
+    (user,) = re.findall(r"^USER\s+(\S+)", (DEPLOY / "Dockerfile").read_text(), re.M)
+    assert re.fullmatch(r"[1-9]\d*(:\d+)?", user), f"USER {user}: the kubelet refuses runAsNonRoot for a name"
+
+
+def test_compose_keeps_the_spool_in_a_named_volume_and_runs_redis_as_required():
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    proxy = compose["services"]["proxy"]
+    spool_dir = proxy["environment"]["TURNPIKE_PROXY_SPOOL_DIR"]
+    named = [v.split(":")[0] for v in proxy["volumes"] if v.split(":")[1] == spool_dir]
+    assert named and named[0] in compose["volumes"], "the spool must be a named volume, not the container's disk"
+    redis_command = " ".join(compose["services"]["redis"]["command"])
+    assert "--maxmemory-policy noeviction" in redis_command  # docs/configuration.md, "Redis requirements"
+    assert "--appendonly yes" in redis_command
+    for name in ("proxy", "worker", "beat", "web", "redis", "postgres"):
+        assert compose["services"][name].get("restart") == "unless-stopped", f"{name} is not restarted"
