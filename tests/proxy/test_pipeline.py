@@ -28,37 +28,12 @@ from billing.models import LedgerEntry, Plan, UsageEvent, UsageRollup, Workspace
 from contracts import balance
 from contracts.events import USAGE_GROUP, USAGE_STREAM
 from tests.proxy.conftest import running_database_url
-from tests.servers import ROOT, free_port, process, wait_for_port
+from tests.servers import ROOT, process
+from tests.stack import RedisServer
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 MODEL = "openai/gpt-4o-mini"
-
-
-class RedisServer:
-    """A redis-server of our own that the test may stop and start again (same port, same data dir)."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.dir = workdir
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir)]
-        args += ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        wait_for_port(self.port, process=self.proc)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)  # a clean shutdown, as a restart or failover does
-            self.proc.wait(timeout=10)
-        self.proc = None
 
 
 @pytest.fixture
