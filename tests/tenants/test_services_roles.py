@@ -1,4 +1,4 @@
-"""Who may do what in a workspace (tenants/roles.py, enforced in tenants/services.py), the owner rules,
+"""Who may do what in a workspace (tenants/roles.py, enforced in tenants/services/), the owner rules,
 and the invitation flow."""
 
 from __future__ import annotations
