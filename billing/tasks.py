@@ -6,8 +6,9 @@ import logging
 
 import redis
 from celery import shared_task
+from django.db import InterfaceError, OperationalError
 
-from billing.ingest import run_ingest
+from billing.ingest import is_outage, run_ingest
 
 log = logging.getLogger("turnpike.billing.ingest")
 
@@ -21,5 +22,12 @@ def ingest_usage() -> dict[str, int]:
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         # Redis is restarting or unreachable: nothing was acknowledged, the next trigger drains again.
         log.warning("usage stream unreachable (%s); ingestion resumes when Redis answers", exc)
+        return {"read": 0, "inserted": 0, "acked": 0, "dead": 0}
+    except (OperationalError, InterfaceError) as exc:
+        if not is_outage(exc):
+            raise  # e.g. a statement timeout: worth its traceback
+        # Postgres is restarting or unreachable: the batch rolled back and its entries stay pending in the
+        # stream (billing.ingest hands their delivery back); one line a second, not a traceback.
+        log.warning("Postgres unreachable (%s); ingestion resumes when it answers", str(exc).strip()[:200])
         return {"read": 0, "inserted": 0, "acked": 0, "dead": 0}
     return {"read": result.read, "inserted": result.inserted, "acked": result.acked, "dead": result.dead}

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -119,3 +119,39 @@ def run_async(coroutine: Any) -> Any:
     if "error" in result:
         raise result["error"]
     return result.get("value")
+
+
+def wait_until(predicate: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll `predicate` until it returns something true (returned), or fail saying what never happened."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def celery_worker_args(
+    *, log_path: Path, name: str, pool: str = "solo", concurrency: int = 2, beat: bool = True
+) -> list[str]:
+    """`celery worker` as the Procfile and deploy/ run it (no gossip or mingle), with its beat schedule
+    beside its log."""
+    args = [str(ROOT / ".venv" / "bin" / "celery"), "-A", "config", "worker", f"--pool={pool}", "--loglevel=INFO"]
+    args += ["-n", f"{name}@%h", "--without-gossip", "--without-mingle"]
+    args += [f"--concurrency={concurrency}"] if pool == "prefork" else []
+    args += ["-B", "-s", str(log_path.with_suffix(".beat"))] if beat else []
+    return args
+
+
+def celery_worker_env(*, database_url: str, redis_url: str, name: str, **extra: str) -> dict[str, str]:
+    return {
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "CELERY_BROKER_URL": redis_url,
+        "TURNPIKE_INGEST_CLAIM_IDLE_MS": "1000",
+        "TURNPIKE_TEST_RUN_ID": name,
+        **extra,
+    }

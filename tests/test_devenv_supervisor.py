@@ -8,10 +8,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from tests.servers import ROOT
+from tests.servers import ROOT, wait_until
 
 PYTHON = sys.executable
 
@@ -23,14 +22,6 @@ def alive(pid: int) -> bool:
         return False
     with open(f"/proc/{pid}/stat") as fh:  # a zombie has exited; it only waits for its parent to notice
         return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def wait_until(predicate, *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def pids(path: Path) -> list[int]:

@@ -48,7 +48,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,7 +63,7 @@ from django.conf import settings
 from contracts import balance
 from contracts.events import USAGE_DEAD_STREAM, USAGE_GROUP, USAGE_STREAM
 from contracts.money import usd_to_nanos
-from tests.servers import ROOT, free_port, process
+from tests.servers import ROOT, celery_worker_args, free_port, process, wait_until
 from tests.stack import REQUIRED_ARGS, PostgresServer, RedisServer, child_pids, is_running, owner_of_client_port
 
 pytestmark = pytest.mark.slow
@@ -99,17 +99,6 @@ class Stack:
     logs: Path
     spool: Path
     workspaces: list[Workspace] = field(default_factory=list)
-
-
-def wait_until(predicate: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 def manage(env: dict[str, str], *args: str) -> str:
@@ -173,8 +162,7 @@ def proxy_process(stack: Stack) -> Iterator[ProxyProcess]:
 @contextlib.contextmanager
 def celery_worker(stack: Stack) -> Iterator[subprocess.Popen[bytes]]:
     log = stack.logs / "worker.log"
-    args = [str(ROOT / ".venv" / "bin" / "celery"), "-A", "config", "worker", "-B", "--concurrency", "2"]
-    args += ["--loglevel", "INFO", "-n", "reliability@%h", "-s", str(stack.logs.parent / "celerybeat-schedule")]
+    args = celery_worker_args(log_path=log, name="reliability", pool="prefork", concurrency=2)
     with process(args, env=stack.env, log_path=log) as proc:
         wait_until(
             lambda: proc.poll() is not None or re.search(r"reliability@\S+ ready", log.read_text()),

@@ -25,7 +25,7 @@ from tenants.models import User
 from tenants.services import gateway_key_create, workspace_create
 from tests.proxy.conftest import running_database_url
 from tests.redis_server import RedisServer
-from tests.servers import ROOT, process
+from tests.servers import celery_worker_args, celery_worker_env, process, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -41,18 +41,14 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 def worker(
     redis_url: str, log_path: Path, *, pool: str, beat: bool = True, stall_seconds: int = 120
 ) -> Iterator[Worker]:
-    env = {
-        "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "DATABASE_URL": running_database_url(),
-        "REDIS_URL": redis_url,
-        "CELERY_BROKER_URL": redis_url,
-        "TURNPIKE_INGEST_CLAIM_IDLE_MS": "1000",
-        "TURNPIKE_WORKER_STALL_SECONDS": str(stall_seconds),
-        "TURNPIKE_TEST_RUN_ID": f"worker-{uuid.uuid4().hex[:8]}",
-    }
-    args = [str(ROOT / ".venv" / "bin" / "celery"), "-A", "config", "worker", f"--pool={pool}", "--loglevel=INFO"]
-    args += ["--concurrency=2"] if pool == "prefork" else []
-    args += ["-B", "-s", str(log_path.with_suffix(".beat"))] if beat else []
+    name = f"worker-{uuid.uuid4().hex[:8]}"
+    env = celery_worker_env(
+        database_url=running_database_url(),
+        redis_url=redis_url,
+        name=name,
+        TURNPIKE_WORKER_STALL_SECONDS=str(stall_seconds),
+    )
+    args = celery_worker_args(log_path=log_path, name=name, pool=pool, beat=beat)
     with process(args, env=env, log_path=log_path) as proc:
         yield Worker(proc, log_path)
 
@@ -68,14 +64,6 @@ class Worker:
 
     def running(self) -> bool:
         return self.proc.poll() is None
-
-
-def wait_until(predicate, *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def emit(redis_url: str, *, workspace_id: int, key_id: int) -> str:

@@ -8,8 +8,6 @@ import time
 import uuid
 
 import pytest
-import redis
-from django.conf import settings
 from django.db.models import Sum
 
 from billing.ingest import claim_stale, ensure_group, process_entries, read_new, run_ingest
@@ -23,15 +21,6 @@ from tenants.models import GatewayKey, User
 from tenants.services import gateway_key_create, workspace_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def r():
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    client.delete(USAGE_STREAM)
-    yield client
-    client.delete(USAGE_STREAM)
-    client.close()
 
 
 @pytest.fixture

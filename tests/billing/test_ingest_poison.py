@@ -17,7 +17,6 @@ import uuid
 import psycopg
 import pytest
 import redis
-from django.conf import settings
 from django.db import connection
 from django.db.models import Sum
 
@@ -44,15 +43,6 @@ from tests.proxy.conftest import running_database_url
 pytestmark = pytest.mark.django_db(transaction=True)
 
 GRANT = 10_000_000_000
-
-
-@pytest.fixture
-def r():
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    client.delete(USAGE_STREAM)
-    yield client
-    client.delete(USAGE_STREAM)
-    client.close()
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ from django.db import connection
 
 from billing.services import ledger_grant_post
 from contracts import balance
-from contracts.events import USAGE_STREAM
 from proxy.app import ProxyApp
 from proxy.config import ProxyConfig
 from tenants.cache import key_doc_key, workspace_doc_key
@@ -57,15 +56,6 @@ def proxy_config(spool_dir: Path, **overrides: object) -> ProxyConfig:
     }
     values.update(overrides)
     return ProxyConfig(**values)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def r() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    client.delete(USAGE_STREAM)
-    yield client
-    client.delete(USAGE_STREAM)
-    client.close()
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -28,7 +27,7 @@ from billing.models import LedgerEntry, Plan, UsageEvent, UsageRollup, Workspace
 from contracts import balance
 from contracts.events import USAGE_GROUP, USAGE_STREAM
 from tests.proxy.conftest import running_database_url
-from tests.servers import ROOT, process
+from tests.servers import celery_worker_args, celery_worker_env, process, wait_until
 from tests.stack import RedisServer
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -46,26 +45,9 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 @contextlib.contextmanager
 def celery_worker(redis_url: str, log_path: Path, name: str) -> Iterator[subprocess.Popen[bytes]]:
-    env = {
-        "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "DATABASE_URL": running_database_url(),
-        "REDIS_URL": redis_url,
-        "CELERY_BROKER_URL": redis_url,
-        "TURNPIKE_INGEST_CLAIM_IDLE_MS": "1000",
-        "TURNPIKE_TEST_RUN_ID": name,
-    }
-    args = [str(ROOT / ".venv" / "bin" / "celery"), "-A", "config", "worker", "-B", "--pool=solo"]
-    args += ["-n", f"{name}@%h", "-s", str(log_path.with_suffix(".beat")), "--loglevel=INFO"]
-    with process(args, env=env, log_path=log_path) as proc:
+    env = celery_worker_env(database_url=running_database_url(), redis_url=redis_url, name=name)
+    with process(celery_worker_args(log_path=log_path, name=name), env=env, log_path=log_path) as proc:
         yield proc
-
-
-def wait_until(predicate, *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def send(proxy_url: str, key: str, n: int, *, stream: bool = False) -> list[str]:

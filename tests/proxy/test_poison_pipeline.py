@@ -17,8 +17,9 @@ from billing.models import Plan, UsageDeadLetter, UsageEvent
 from contracts import balance
 from contracts.events import MAX_TOKENS
 from tenants.services import workspace_billing_update
-from tests.proxy.test_pipeline import celery_worker, wait_until
+from tests.proxy.test_pipeline import celery_worker
 from tests.redis_server import RedisServer
+from tests.servers import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

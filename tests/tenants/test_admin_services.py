@@ -12,7 +12,6 @@ from decimal import Decimal
 
 import pytest
 import redis
-from django.conf import settings
 from django.test import override_settings
 
 from billing.models import Plan, WorkspaceModelPrice
@@ -28,13 +27,6 @@ OPERATOR_IP = "192.0.2.44"
 STALE = b'{"stale": true}'
 SECRET = "fake-byok-secret-for-admin-tests-1234"
 MANAGED_SECRET = "fake-managed-secret-admin-5678"
-
-
-@pytest.fixture
-def r() -> redis.Redis:
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    yield client
-    client.close()
 
 
 @pytest.fixture
