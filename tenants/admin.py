@@ -268,20 +268,7 @@ class ProviderCredentialAdmin(ServiceAdmin):
     list_display = ["label", "workspace", "provider", "masked_secret", "created_at", "removed_at"]
     list_filter = ["provider"]
     search_fields = ["label", "workspace__name"]
-    fields = [
-        "label",
-        "base_url",
-        "public_id",
-        "workspace",
-        "provider",
-        "slug",
-        "secret_last4",
-        "created_by",
-        "created_at",
-        "updated_at",
-        "last_validated_at",
-        "removed_at",
-    ]
+    # only the label and the base URL are edited here (through provider_credential_update)
     readonly_fields = [
         "public_id",
         "workspace",
@@ -294,6 +281,7 @@ class ProviderCredentialAdmin(ServiceAdmin):
         "last_validated_at",
         "removed_at",
     ]
+    fields = ["label", "base_url", *readonly_fields]
     actions = ["remove"]
 
     def has_add_permission(self, request):  # type: ignore[no-untyped-def]
