@@ -313,19 +313,7 @@ class ProviderCredentialAdmin(ServiceAdmin):
 class GatewayKeyAdmin(ServiceAdmin):
     list_display = ["name", "prefix", "workspace", "created_at", "last_used_at", "revoked_at"]
     search_fields = ["name", "prefix", "workspace__name"]
-    fields = [
-        "name",
-        "expires_at",
-        "allowed_models",
-        "public_id",
-        "workspace",
-        "prefix",
-        "created_by",
-        "created_at",
-        "last_used_at",
-        "revoked_at",
-        "revoked_by",
-    ]
+    # only the name, expiry and allowed models are edited here (through gateway_key_update)
     readonly_fields = [
         "public_id",
         "workspace",
@@ -336,6 +324,7 @@ class GatewayKeyAdmin(ServiceAdmin):
         "revoked_at",
         "revoked_by",
     ]
+    fields = ["name", "expires_at", "allowed_models", *readonly_fields]
     actions = ["revoke"]
 
     def has_add_permission(self, request):  # type: ignore[no-untyped-def]
