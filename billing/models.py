@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django.conf import settings
@@ -73,18 +74,27 @@ class PriceFields(models.Model):
     output_usd_per_mtok = models.DecimalField(**_PRICE)
     reasoning_usd_per_mtok = models.DecimalField(**_PRICE, null=True, blank=True)
     request_fee_usd = models.DecimalField(**_PRICE, default=0)
+    # Long-context tiers, [{"above_input_tokens": 200000, "input": "2.5", "output": "15", ...}], and fees
+    # per unit, {"web_search": "0.01"}: decimal strings, never JSON numbers (contracts.pricing.Price).
+    # Loaded from the catalog file only; db_default keeps inserts of the previous release working.
+    tiers = models.JSONField(default=list, db_default=models.Value([], models.JSONField()), blank=True, editable=False)
+    fees = models.JSONField(default=dict, db_default=models.Value({}, models.JSONField()), blank=True, editable=False)
 
     class Meta:
         abstract = True
 
     def to_price(self) -> Price:
-        return Price(
-            input=self.input_usd_per_mtok,
-            output=self.output_usd_per_mtok,
-            cached_input=self.cached_input_usd_per_mtok,
-            cache_write=self.cache_write_usd_per_mtok,
-            reasoning=self.reasoning_usd_per_mtok,
-            request_fee=self.request_fee_usd,
+        return Price.from_dict(
+            {
+                "input": self.input_usd_per_mtok,
+                "output": self.output_usd_per_mtok,
+                "cached_input": self.cached_input_usd_per_mtok,
+                "cache_write": self.cache_write_usd_per_mtok,
+                "reasoning": self.reasoning_usd_per_mtok,
+                "request_fee": self.request_fee_usd,
+                "tiers": self.tiers,
+                "fees": self.fees,
+            }
         )
 
 
@@ -94,6 +104,8 @@ class ModelPrice(PriceFields):
 
     class Mode(models.TextChoices):
         CHAT = "chat", "Chat"
+        COMPLETION = "completion", "Completion"
+        RESPONSES = "responses", "Responses API only"
         EMBEDDING = "embedding", "Embedding"
 
     provider = models.CharField(max_length=32)
@@ -104,6 +116,10 @@ class ModelPrice(PriceFields):
     max_output_tokens = models.PositiveIntegerField(null=True, blank=True)
     aliases = models.JSONField(default=list, blank=True)
     notes = models.CharField(max_length=500, blank=True)
+    # USD per 1M tokens of token types usage events do not carry separately (1-hour cache writes, audio
+    # and image tokens): shown in the catalog, not charged. Decimal strings.
+    extra_prices = models.JSONField(default=dict, db_default=models.Value({}, models.JSONField()), blank=True)
+    source = models.CharField(max_length=32, blank=True, db_default="", help_text="Where the price came from.")
     catalog_version = models.CharField(max_length=32, blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
 
@@ -180,6 +196,8 @@ class UsageEvent(models.Model):
     class Meta:
         indexes = [
             models.Index(fields=["workspace", "started_at"]),
+            # statements: the events behind a period's usage debits (same timestamp as their ledger entry)
+            models.Index(fields=["workspace", "ingested_at"]),
             BrinIndex(fields=["started_at"], name="usageevent_started_brin"),
         ]
 
@@ -258,6 +276,8 @@ class Plan(models.Model):
     byok_fee_rate = models.DecimalField(max_digits=8, decimal_places=6, default=0)
     managed_markup_rate = models.DecimalField(max_digits=8, decimal_places=6, default=0)
     is_default = models.BooleanField(default=False)
+    public = models.BooleanField(default=False, help_text="Workspaces may choose it themselves on the billing page.")
+    description = models.CharField(max_length=300, blank=True)
 
     class Meta:
         constraints = [
@@ -266,3 +286,218 @@ class Plan(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+# --- the money side: Stripe, documents (issue 9) ---------------------------------------------------------
+
+
+class BillingAccount(models.Model):
+    """A workspace's billing state: its Stripe customer and saved card, auto-recharge and the low-balance
+    alert. Created on first use (billing.services.billing_account_for). Amounts are nano-USD."""
+
+    workspace = models.OneToOneField("tenants.Workspace", on_delete=models.PROTECT, related_name="billing_account")
+    stripe_customer_id = models.CharField(max_length=64, null=True, blank=True, unique=True)
+    payment_method_id = models.CharField(max_length=64, blank=True, help_text="The saved card, for auto-recharge.")
+    card_brand = models.CharField(max_length=20, blank=True)
+    card_last4 = models.CharField(max_length=4, blank=True)
+    card_exp_month = models.PositiveSmallIntegerField(null=True, blank=True)
+    card_exp_year = models.PositiveSmallIntegerField(null=True, blank=True)
+    auto_recharge_enabled = models.BooleanField(default=False)
+    auto_recharge_threshold_nanos = models.BigIntegerField(default=0)
+    auto_recharge_amount_nanos = models.BigIntegerField(default=0)
+    auto_recharge_failures = models.PositiveSmallIntegerField(default=0)
+    auto_recharge_last_error = models.CharField(max_length=300, blank=True)
+    low_balance_threshold_nanos = models.BigIntegerField(null=True, blank=True)
+    low_balance_alerted_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"billing account of workspace {self.workspace_id}"
+
+
+class BillingProfile(models.Model):
+    """Who the buyer is on invoices: edited by owners, admins and finance; every change audited."""
+
+    workspace = models.OneToOneField("tenants.Workspace", on_delete=models.PROTECT, related_name="billing_profile")
+    legal_name = models.CharField(max_length=200, blank=True)
+    address_line1 = models.CharField(max_length=200, blank=True)
+    address_line2 = models.CharField(max_length=200, blank=True)
+    postal_code = models.CharField(max_length=20, blank=True)
+    city = models.CharField(max_length=100, blank=True)
+    region = models.CharField(max_length=100, blank=True)
+    country = models.CharField(max_length=2, blank=True, help_text="ISO 3166-1 alpha-2, upper case.")
+    tax_id = models.CharField(max_length=32, blank=True, help_text="VAT or other tax ID, as entered (normalised).")
+    billing_emails = models.JSONField(default=list, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"billing profile of workspace {self.workspace_id}"
+
+
+class TopUp(models.Model):
+    """One purchase of credit: a Checkout session a member started, or an off-session auto-recharge.
+
+    The ledger is credited once, from a verified webhook (or the auto-recharge task's own confirmed
+    PaymentIntent), in the transaction that sets `ledger_entry`. `amount_nanos` is the credit; the
+    customer paid `amount_nanos` plus `tax_cents` (cents)."""
+
+    class Source(models.TextChoices):
+        CHECKOUT = "checkout", "Checkout"
+        AUTO_RECHARGE = "auto_recharge", "Auto-recharge"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        PAID = "paid", "Paid"
+        FAILED = "failed", "Failed"
+        EXPIRED = "expired", "Expired"
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    workspace = models.ForeignKey("tenants.Workspace", on_delete=models.PROTECT, related_name="topups")
+    source = models.CharField(max_length=16, choices=Source.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    amount_nanos = models.BigIntegerField(help_text="The credit bought, nano-USD (whole cents).")
+    tax_cents = models.BigIntegerField(default=0)
+    tax_rate = models.DecimalField(max_digits=6, decimal_places=4, default=0)
+    reverse_charge = models.BooleanField(default=False)
+    currency = models.CharField(max_length=3, default="USD")
+    stripe_checkout_session_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    stripe_payment_intent_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    stripe_charge_id = models.CharField(max_length=255, blank=True)
+    ledger_entry = models.OneToOneField(
+        LedgerEntry, null=True, blank=True, on_delete=models.PROTECT, related_name="topup"
+    )
+    refunded_cents = models.BigIntegerField(default=0)
+    disputed_cents = models.BigIntegerField(default=0)
+    failure_message = models.CharField(max_length=300, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    paid_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["workspace", "created_at"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace"],
+                condition=models.Q(source="auto_recharge", status="pending"),
+                name="one_auto_recharge_in_flight",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"top-up {self.public_id} ({self.status})"
+
+    @property
+    def amount_cents(self) -> int:
+        return self.amount_nanos // 10_000_000
+
+    @property
+    def total_cents(self) -> int:
+        return self.amount_cents + self.tax_cents
+
+
+class StripeEvent(models.Model):
+    """A webhook event handled: its id is unique, so a re-delivery is recognised and handled once."""
+
+    event_id = models.CharField(max_length=255, unique=True)
+    type = models.CharField(max_length=100)
+    workspace_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    outcome = models.CharField(max_length=300, blank=True)
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.event_id} {self.type}"
+
+
+class DocumentSequence(models.Model):
+    """The last number used per issuing entity, document series and year: numbers are taken under this
+    row's lock at finalization, in the finalizing transaction, so they are sequential and gapless."""
+
+    issuer = models.CharField(max_length=16)
+    series = models.CharField(max_length=16)  # "invoice" or "credit_note"
+    year = models.PositiveSmallIntegerField()
+    last_value = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["issuer", "series", "year"], name="documentsequence_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.issuer} {self.series} {self.year}: {self.last_value}"
+
+
+class Invoice(models.Model):
+    """An invoice (receipt) for a paid top-up, or a credit note correcting one. Amounts in cents.
+
+    Immutable once finalized: `number` is assigned at finalization (DocumentSequence) and the seller and
+    buyer are snapshots taken then, so later profile edits never change an issued document."""
+
+    class Kind(models.TextChoices):
+        INVOICE = "invoice", "Invoice"
+        CREDIT_NOTE = "credit_note", "Credit note"
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    workspace = models.ForeignKey("tenants.Workspace", on_delete=models.PROTECT, related_name="invoices")
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.INVOICE)
+    topup = models.ForeignKey(TopUp, on_delete=models.PROTECT, related_name="invoices")
+    corrects = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="corrections")
+    number = models.CharField(max_length=32, unique=True)
+    issuer = models.CharField(max_length=16)
+    issued_at = models.DateTimeField(default=timezone.now)
+    seller = models.JSONField(default=dict)
+    buyer = models.JSONField(default=dict)
+    description = models.CharField(max_length=300)
+    currency = models.CharField(max_length=3, default="USD")
+    net_cents = models.BigIntegerField()
+    tax_rate = models.DecimalField(max_digits=6, decimal_places=4, default=0)
+    tax_cents = models.BigIntegerField(default=0)
+    total_cents = models.BigIntegerField()
+    reverse_charge = models.BooleanField(default=False)
+    tax_note = models.CharField(max_length=300, blank=True)
+    payment_reference = models.CharField(max_length=255, blank=True)
+    idempotency_key = models.CharField(max_length=200, unique=True)
+
+    class Meta:
+        ordering = ["-issued_at", "-id"]
+        indexes = [models.Index(fields=["workspace", "issued_at"])]
+
+    def __str__(self) -> str:
+        return self.number
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk is not None:
+            raise ValueError("a finalized invoice is immutable; issue a credit note instead")
+        super().save(*args, **kwargs)
+
+
+class Statement(models.Model):
+    """A usage statement of one workspace for [period_start, period_end) (UTC): monthly, issued by beat
+    on the first of the month, or month-to-date on demand (not numbered, regenerated each time).
+    Every amount in cents under the rounding rule in billing/statements.py and docs/billing.md."""
+
+    class Kind(models.TextChoices):
+        MONTHLY = "monthly", "Monthly"
+        TO_DATE = "to_date", "Month to date"
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    workspace = models.ForeignKey("tenants.Workspace", on_delete=models.PROTECT, related_name="statements")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    opening_cents = models.BigIntegerField()
+    closing_cents = models.BigIntegerField()
+    totals = models.JSONField(default=dict, help_text="Cents per ledger kind, and the exact nano-USD behind them.")
+    lines = models.JSONField(default=list, help_text="Usage lines: provider, model, token type, tokens, price, cents.")
+    issued_at = models.DateTimeField(default=timezone.now)
+    emailed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-period_start", "-issued_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "period_start"], condition=models.Q(kind="monthly"), name="one_monthly_statement"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} statement {self.period_start:%Y-%m} of workspace {self.workspace_id}"

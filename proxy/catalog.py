@@ -1,6 +1,10 @@
 """The price catalog as the proxy holds it: all of it, in process memory, refreshed in the background.
 
-It is small (hundreds of rows), so every worker keeps the whole table; a lookup is a dict hit.
+It is small (a few thousand rows, a few MB), so every worker keeps the whole table, indexed once when it is
+loaded: every per-request lookup (price, max output, which providers serve a bare model name) is a dict
+hit, aliases included, never a scan. Prices carry their long-context tiers and fees (contracts.pricing).
+Rows of providers Turnpike does not route to (listed for reference, e.g. Bedrock) are priced but never
+offered for a bare model name: no credential can serve them.
 """
 
 from __future__ import annotations
@@ -8,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from contracts.pricing import Price
+from contracts.providers import PROVIDERS
 from proxy.store import CatalogRow
 
 # When a bare model name is offered by several providers, prefer them in this order.
@@ -22,6 +27,7 @@ PROVIDER_PREFERENCE = (
     "fireworks",
     "deepinfra",
     "openrouter",
+    "azure_openai",
 )
 
 
@@ -44,6 +50,8 @@ class Catalog:
                 catalog.canonical[(row.provider, name)] = row.model
                 if row.max_output_tokens:
                     catalog.max_output[(row.provider, name)] = row.max_output_tokens
+                if row.provider not in PROVIDERS:
+                    continue
                 providers = catalog.providers_by_model.setdefault(name, [])
                 if row.provider not in providers:
                     providers.append(row.provider)
