@@ -8,6 +8,7 @@ Redis layout, per workspace W (the `{…}` hash tag keeps one workspace's keys i
                        inflight  = sum of open reservations
     tp:infl:{W}  zset  request id -> reservation expiry (ms); expired reservations are released lazily
     tp:infla:{W} hash  request id -> reserved nano-USD
+    tp:gen:{W}:<request id>  string  the request's usage event (JSON, contracts.events `e`), for a while
 
     available = ledger - pending - inflight
 
@@ -17,9 +18,14 @@ Flows (each step one Lua script, so it is atomic with respect to every other pro
   workspace is bounded by the estimates in flight), else reserve that estimate. A workspace whose
   `ledger` is unknown here (first use, or Redis lost its data) answers MISS and the proxy fills it from
   Postgres (`FILL`), then retries.
-- SETTLE_AND_EMIT when the request ends: release the reservation, add the real charge to `pending`
-  and append the usage event to the stream, in one step: a charge is pending exactly when its event
-  is in the stream.
+- SETTLE_AND_EMIT when the request ends: release the reservation (if there is one: a request that cannot
+  cost money, at a charge rate of 0 or on an unpriced model, is served without one), add the real charge
+  to `pending` and append the usage event to the stream, in one step: a charge is pending exactly when
+  its event is in the stream. The proxy skips the reservation only when the charge is certain to be 0,
+  so such a request settles with charge 0 and touches neither `inflight` nor `pending` (nor creates the
+  hash: `pending` only ever grows in a hash whose `ledger` a reservation filled). Given a fifth key, the
+  same step keeps the event's JSON under `tp:gen:{W}:<request id>` for a while (GENERATION_TTL_SECONDS
+  by default), so `GET /v1/generation` answers before the event is ingested into Postgres.
 - ACK (Celery ingester, after its Postgres transaction committed the events and the ledger debit):
   for each stream entry, XACK and, only if that XACK acknowledged it now, subtract its charge from
   `pending`; then move `ledger` forward to the committed balance if its version is newer. A batch
@@ -44,6 +50,9 @@ RESERVATION_TTL_MS = 15 * 60 * 1000  # longer than any request may run (see prox
 # the script before it writes anything. Lua numbers are doubles: an amount is never converted to a number
 # and back (that is how 1e+17 once reached HINCRBY); arithmetic on counters is HINCRBY on the strings.
 MAX_AMOUNT_NANOS = 10**18 - 1  # $1 billion: no single reservation or charge comes near it
+# How long the settle script keeps a request's event for `GET /v1/generation` (the proxy's
+# TURNPIKE_PROXY_GENERATION_TTL): long enough to outlast any ingest delay; after it, Postgres answers.
+GENERATION_TTL_SECONDS = 3600
 
 
 def bal_key(workspace_id: int) -> str:
@@ -52,6 +61,11 @@ def bal_key(workspace_id: int) -> str:
 
 def inflight_keys(workspace_id: int) -> tuple[str, str]:
     return f"tp:infl:{{{workspace_id}}}", f"tp:infla:{{{workspace_id}}}"
+
+
+def generation_key(workspace_id: int, request_id: str) -> str:
+    """Where the settle script keeps a request's event for `GET /v1/generation` (same slot as the balance)."""
+    return f"tp:gen:{{{workspace_id}}}:{request_id}"
 
 
 def clamp_amount(nanos: int) -> int:
@@ -107,11 +121,21 @@ return {1, available}
 """
 )
 
-# KEYS: bal, infl, infla, stream   ARGV: request_id, charge, then field/value pairs of the event
-# -> the stream entry id; an error reply (nothing written) when the charge is not an integer in range
-SETTLE_AND_EMIT = (
-    _LUA_HELPERS
-    + """
+
+def settle_and_emit_script(generation_ttl_seconds: int = GENERATION_TTL_SECONDS) -> str:
+    """SETTLE_AND_EMIT keeping generation records for `generation_ttl_seconds` (a positive integer).
+
+    KEYS: bal, infl, infla, stream[, generation record]   ARGV: request_id, charge, then field/value pairs
+    -> the stream entry id; an error reply (nothing written) when the charge is not an integer in range.
+    A request without a reservation (served without one, or whose reservation expired) releases nothing;
+    a charge of 0 leaves `pending` alone. With the fifth key (`generation_key`), the value of the event's
+    `e` field is SET there with EX `generation_ttl_seconds`, in the same step."""
+    ttl = int(generation_ttl_seconds)
+    if ttl < 1:
+        raise ValueError("the generation record TTL must be a positive number of seconds")
+    return (
+        _LUA_HELPERS
+        + """
 if not is_int(ARGV[2]) or string.sub(ARGV[2], 1, 1) == '-' then
   return redis.error_reply('ERR charge must be a non-negative integer of at most 18 digits')
 end
@@ -124,9 +148,23 @@ end
 if ARGV[2] ~= '0' then redis.call('HINCRBY', KEYS[1], 'pending', ARGV[2]) end
 local fields = {}
 for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
-return redis.call('XADD', KEYS[4], '*', unpack(fields))
+local entry = redis.call('XADD', KEYS[4], '*', unpack(fields))
+if KEYS[5] then
+  for i = 3, #ARGV - 1, 2 do
+    if ARGV[i] == 'e' then
+      redis.call('SET', KEYS[5], ARGV[i + 1], 'EX', """
+        + str(ttl)
+        + """)
+      break
+    end
+  end
+end
+return entry
 """
-)
+    )
+
+
+SETTLE_AND_EMIT = settle_and_emit_script()
 
 # KEYS: bal   ARGV: ledger, version   -> 1 if applied, 0 if Redis already had this or a newer version,
 # -2 if an argument is not an integer (nothing written)

@@ -4,8 +4,8 @@ looks, and how it is hashed.
     tp:key:<sha256 of the gateway key>   the key's document (workspace, expiry, revoked, allowed models),
                                          `{"missing":true}` for a key Postgres does not know (short TTL),
                                          or TOMBSTONE
-    tp:ws:<workspace id>                 the workspace's document (credentials as ciphertext, prices, rates),
-                                         or TOMBSTONE
+    tp:ws:<workspace id>                 the workspace's document (credentials as ciphertext, prices, rates,
+                                         slug), or TOMBSTONE; `"v"` is WORKSPACE_DOC_VERSION
     tp:ws-epoch                          integer, bumped by every platform-wide workspace invalidation
                                          (deliberately outside the `tp:ws:*` pattern the web app scans)
     tp:invalidate                        pub/sub channel: "key:<hash>", "ws:<id>" or "all"
@@ -20,6 +20,10 @@ import hashlib
 import re
 
 INVALIDATION_CHANNEL = "tp:invalidate"
+# The shape of a workspace document. A proxy that finds a document of another version (written by a
+# proxy of an earlier release, during a deploy) reads Postgres instead and leaves Redis alone; the old
+# document expires by its TTL. Version 2 added the workspace slug (the 402's link to the billing page).
+WORKSPACE_DOC_VERSION = 2
 WORKSPACE_EPOCH_KEY = "tp:ws-epoch"
 
 # What the web app writes over a document after a change commits: "this changed; read Postgres, and

@@ -7,6 +7,7 @@ Routes:
     POST /v1/responses                OpenAI Responses, OpenAI and compatible (proxy.responses)
     POST /v1/embeddings               embeddings, OpenAI-format, Azure, Gemini (proxy.embeddings)
     GET  /v1/models                   the models this key may call
+    GET  /v1/generation?id=req_…      one request's status, tokens, cost and charge (proxy.generation)
     GET  /healthz               the process is up
     GET  /readyz                Redis answers and the configuration loaded
 Every response carries `x-request-id`. Errors on /v1/messages* use Anthropic's envelope, elsewhere
@@ -24,6 +25,7 @@ import orjson
 from redis.exceptions import RedisError
 
 from contracts.cachekeys import GATEWAY_KEY_PREFIX, looks_like_gateway_key
+from proxy import generation
 from proxy.auth import AuthBusy, KeyContext
 from proxy.chat import ChatCompletions
 from proxy.config import ProxyConfig
@@ -69,6 +71,8 @@ class ProxyApp:
                 await self._model_request(endpoint, scope, receive, send, request_id)
             elif path == "/v1/models" and method == "GET":
                 await self._models(scope, send, request_id)
+            elif path == generation.PATH and method == "GET":
+                await self._generation(scope, send, request_id)
             elif path == "/healthz":
                 await send_bytes(send, 200, b'{"status":"ok"}', headers=[(b"x-request-id", request_id.encode())])
             elif path == "/readyz":
@@ -183,6 +187,13 @@ class ProxyApp:
             ],
         }
         await send_bytes(send, 200, orjson.dumps(body), headers=[(b"x-request-id", request_id.encode())])
+
+    async def _generation(self, scope: Scope, send: Send, request_id: str) -> None:
+        assert self.rt is not None
+        key = await self._authenticate(scope)
+        body = await generation.lookup(self.rt, key=key, query_string=scope.get("query_string", b""))
+        headers = [(b"x-request-id", request_id.encode()), (b"cache-control", b"no-store")]
+        await send_bytes(send, 200, body, headers=headers)
 
     async def _discover(self, credential_id: int, base_url: str, secret: str) -> list[str]:
         """Models an OpenAI-compatible server lists at /models, cached for DISCOVERY_TTL."""

@@ -27,7 +27,8 @@ credential or workspace commits:
 Proxy worker, on an in-process miss (single flight: one load per key or workspace at a time):
   P0. note the worker's invalidation sequence number and the monotonic time t0 (`_begin`);
   P1. read Redis (`_read`: GET; a workspace MGETs its document and tp:ws-epoch, one round trip);
-      a document: use it, go to P4; a tombstone: P2, then P4 (no P3); nothing: P2, P3, P4;
+      a document: use it, go to P4; a tombstone, or a workspace document of another version
+      (WORKSPACE_DOC_VERSION: an earlier release's shape): P2, then P4 (no P3); nothing: P2, P3, P4;
   P2. read Postgres;
   P3. fill Redis with `SET … NX EX` (`_fill`; a workspace's fill is a script that sets only if
       tp:ws-epoch still equals what P1 read), and not at all if more than TOMBSTONE_TTL/2 passed since t0;
@@ -81,6 +82,7 @@ from contracts.cachekeys import (
     INVALIDATION_CHANNEL,
     TOMBSTONE,
     TOMBSTONE_TTL,
+    WORKSPACE_DOC_VERSION,
     WORKSPACE_EPOCH_KEY,
     hash_token,
     key_doc_key,
@@ -136,6 +138,7 @@ class WorkspaceContext:
     prices: dict[tuple[str, str], Price]  # workspace overrides, (routing prefix, model) -> price
     byok_fee_rate: Decimal = Decimal(0)
     managed_markup_rate: Decimal = Decimal(0)
+    slug: str = ""  # the dashboard's name for the workspace (/w/<slug>/); never changes
 
     def charge_rate(self, credential: Credential) -> Decimal:
         """Multiplier from provider cost to what the balance is charged (BRIEF: money model)."""
@@ -410,6 +413,8 @@ class KeyResolver:
         load = self._begin()
         name = workspace_doc_key(workspace_id)
         found, doc, epoch = await self._read(name, epoch=True)
+        if found is Found.DOCUMENT and (doc is None or doc.get("v") != WORKSPACE_DOC_VERSION):
+            found = Found.TOMBSTONE  # another release's shape: read Postgres, leave it to expire
         if found is not Found.DOCUMENT or doc is None:
             doc = await self._workspace_doc_from_store(workspace_id)
             if found is Found.NOTHING:
@@ -480,8 +485,10 @@ class KeyResolver:
         row = await self._store.workspace(workspace_id)
         managed = await self._store.platform_credentials() if row.managed_access else []
         return {
+            "v": WORKSPACE_DOC_VERSION,
             "workspace_id": workspace_id,
             "workspace_public_id": row.public_id,
+            "workspace_slug": row.slug,
             "byok_fee_rate": str(row.byok_fee_rate),
             "managed_markup_rate": str(row.managed_markup_rate),
             "data_key": None
@@ -580,4 +587,5 @@ class KeyResolver:
             prices=prices,
             byok_fee_rate=Decimal(doc.get("byok_fee_rate", "0")),
             managed_markup_rate=Decimal(doc.get("managed_markup_rate", "0")),
+            slug=str(doc.get("workspace_slug") or ""),
         )

@@ -9,14 +9,14 @@
 from __future__ import annotations
 
 import dataclasses
+from decimal import Decimal
 from typing import Any
-
-import orjson
 
 from contracts.pricing import Usage
 from proxy.errors import ProxyError
 from proxy.gateway import Exchange, ModelEndpoint
 from proxy.providers import openai_format, targets
+from proxy.routing import Route
 from proxy.sse import UsageTap
 from proxy.streams import OpenAISink, TranslatingTap, source_for
 from proxy.tokens import count_messages, count_text
@@ -65,6 +65,11 @@ class ChatCompletions(ModelEndpoint):
         else:
             await self._translated(x)
 
+    def may_charge(self, route: Route, rate: Decimal) -> bool:
+        if route.provider == "azure_openai" and route.price is None:
+            return rate != 0  # priced after the answer, as the OpenAI model it served
+        return super().may_charge(route, rate)
+
     def count_locally(self, x: Exchange) -> Usage:
         model = str(x.body.get("model", ""))
         return Usage(
@@ -82,7 +87,17 @@ class ChatCompletions(ModelEndpoint):
         response = await self.open_upstream(x, [(call.url, call.headers)], call.body)
         try:
             if x.stream:
-                tap = UsageTap(keep_usage_chunk=client_wants_usage(x.body))
+
+                def cost_of(chunk: dict[str, Any]) -> dict[str, Any] | None:
+                    """The cost members of a usage chunk the client asked for (priced by the model it names)."""
+                    usage = openai_format.usage_from_openai(chunk.get("usage"))
+                    if usage is None:
+                        return None
+                    outcome.model_served = str(chunk.get("model") or outcome.model_served)
+                    self._price_azure_by_served_model(x)
+                    return x.cost_members(usage)
+
+                tap = UsageTap(keep_usage_chunk=client_wants_usage(x.body), cost=cost_of)
                 await self.relay_stream(x, response, tap)
                 outcome.model_served = tap.model
                 self._price_azure_by_served_model(x)
@@ -92,8 +107,9 @@ class ChatCompletions(ModelEndpoint):
             data = await self.read_json(x, response)
             outcome.model_served = str(data.get("model") or route.model)
             self._price_azure_by_served_model(x)
-            # the provider's bytes as they came: nothing re-serialised on the way through
-            await self.send_json(x, response.content, usage=openai_format.usage_from_openai(data.get("usage")))
+            # the provider's bytes as they came, the cost spliced into `usage` (proxy.costs)
+            usage = openai_format.usage_from_openai(data.get("usage"))
+            await self.send_json(x, data, usage=usage, raw=response.content)
         finally:
             response.close()
 
@@ -108,9 +124,13 @@ class ChatCompletions(ModelEndpoint):
         try:
             if x.stream:
                 source = source_for(family, model=route.model)
-                await self.relay_stream(
-                    x, response, TranslatingTap(source, OpenAISink(include_usage=client_wants_usage(x.body)))
-                )
+
+                def cost_now() -> dict[str, Any] | None:
+                    usage = source.final_usage
+                    return None if usage is None else x.cost_members(usage)
+
+                sink = OpenAISink(include_usage=client_wants_usage(x.body), cost=cost_now)
+                await self.relay_stream(x, response, TranslatingTap(source, sink))
                 outcome.model_served = source.model
                 self.stream_finished(
                     x, usage=source.final_usage, partial=source.partial_usage, text=source.streamed_text
@@ -119,7 +139,7 @@ class ChatCompletions(ModelEndpoint):
             data = await self.read_json(x, response)
             chat, usage = targets.chat_result(family, data, model=route.model)
             outcome.model_served = str(chat.get("model") or route.model)
-            await self.send_json(x, orjson.dumps(chat), usage=usage)
+            await self.send_json(x, chat, usage=usage)
         finally:
             response.close()
 

@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from contracts.balance import GENERATION_TTL_SECONDS
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/turnpike"
 DEV_MASTER_KEY = "dev:ZGV2LW9ubHktbWFzdGVyLWtleS0zMi1ieXRlcyEhISE="  # same default as config/settings/base.py
@@ -34,6 +36,10 @@ DEFAULT_MAX_CONNECTIONS = 1000
 # never served as if Redis were down (that would decide on a stale balance).
 DEFAULT_REDIS_MAX_CONNECTIONS = 1024
 DEFAULT_DISCONNECT_USAGE_WAIT = 5.0  # seconds a stream is read on after its client left, for exact usage
+DEFAULT_DASHBOARD_URL = "http://127.0.0.1:8000"  # same default as config/settings/base.py
+# Seconds the settle script keeps each request's event in Redis for GET /v1/generation (contracts.balance);
+# after that the answer comes from Postgres. About 0.75 KB of Redis memory per request (more with tags).
+DEFAULT_GENERATION_TTL = GENERATION_TTL_SECONDS
 
 
 def _float(name: str, default: float) -> float:
@@ -55,6 +61,13 @@ def _bool(name: str, default: bool) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise RuntimeError(f"environment variable {name} must be a boolean, got {value!r}")
+
+
+def _url(name: str, default: str) -> str:
+    value = (os.environ.get(name, "").strip() or default).rstrip("/")
+    if not value.startswith(("http://", "https://")):
+        raise RuntimeError(f"environment variable {name} must be an http(s) URL, got {value!r}")
+    return value
 
 
 def _load_dev_env_file() -> None:
@@ -87,6 +100,9 @@ class ProxyConfig:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     redis_max_connections: int = DEFAULT_REDIS_MAX_CONNECTIONS
     disconnect_usage_wait: float = DEFAULT_DISCONNECT_USAGE_WAIT
+    generation_ttl: int = DEFAULT_GENERATION_TTL
+    # The web dashboard's public URL: the 402 links to <dashboard_url>/w/<workspace slug>/billing/
+    dashboard_url: str = DEFAULT_DASHBOARD_URL
     key_cache_size: int = DEFAULT_KEY_CACHE_SIZE
     workspace_cache_size: int = DEFAULT_WORKSPACE_CACHE_SIZE
     negative_cache_size: int = DEFAULT_NEGATIVE_CACHE_SIZE
@@ -128,6 +144,8 @@ class ProxyConfig:
             max_connections=_int("TURNPIKE_PROXY_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS),
             redis_max_connections=_int("TURNPIKE_PROXY_REDIS_MAX_CONNECTIONS", DEFAULT_REDIS_MAX_CONNECTIONS),
             disconnect_usage_wait=_float("TURNPIKE_PROXY_DISCONNECT_USAGE_WAIT", DEFAULT_DISCONNECT_USAGE_WAIT),
+            generation_ttl=_int("TURNPIKE_PROXY_GENERATION_TTL", DEFAULT_GENERATION_TTL),
+            dashboard_url=_url("TURNPIKE_DASHBOARD_URL", DEFAULT_DASHBOARD_URL),
             key_cache_size=_int("TURNPIKE_PROXY_KEY_CACHE_SIZE", DEFAULT_KEY_CACHE_SIZE),
             workspace_cache_size=_int("TURNPIKE_PROXY_WORKSPACE_CACHE_SIZE", DEFAULT_WORKSPACE_CACHE_SIZE),
             negative_cache_size=_int("TURNPIKE_PROXY_NEGATIVE_CACHE_SIZE", DEFAULT_NEGATIVE_CACHE_SIZE),

@@ -11,8 +11,6 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-import orjson
-
 from contracts.pricing import Usage, charge_nanos, cost_nanos
 from proxy.errors import ProxyError
 from proxy.gateway import BYTES_PER_TOKEN_ESTIMATE, Exchange, ModelEndpoint
@@ -91,11 +89,10 @@ class Embeddings(ModelEndpoint):
         if family == "google":
             usage = self.count_locally(x)
             outcome.estimated = True
-            payload = orjson.dumps(
-                gemini.gemini_to_embeddings(
-                    data, model=route.model, usage=usage, encoding_format=x.body.get("encoding_format")
-                )
+            answer = gemini.gemini_to_embeddings(
+                data, model=route.model, usage=usage, encoding_format=x.body.get("encoding_format")
             )
-            await self.send_json(x, payload, usage=usage)
+            await self.send_json(x, answer, usage=usage)
             return
-        await self.send_json(x, response.content, usage=openai_format.usage_from_embeddings(data.get("usage")))
+        reported = openai_format.usage_from_embeddings(data.get("usage"))
+        await self.send_json(x, data, usage=reported, raw=response.content)

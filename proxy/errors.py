@@ -5,7 +5,8 @@
                                                           unsupported parameter/provider combinations
       .unauthorized(...)      401 authentication_error    missing, unknown, revoked or expired key
       .insufficient_balance() 402 insufficient_balance    balance at or below zero, or below the request's
-                                                          estimated maximum cost (both amounts in the message)
+                                                          estimated maximum cost (both amounts and the
+                                                          workspace's billing page in the message)
       .forbidden(...)         403 permission_denied       the key may not use this model/endpoint
       .model_not_found(...)   404 model_not_found         unknown model / no credential for its provider
       .too_large(...)         413 request_too_large       body over TURNPIKE_PROXY_MAX_BODY_BYTES
@@ -73,17 +74,17 @@ class ProxyError(Exception):
         return cls(401, message, type="authentication_error", code="invalid_api_key")
 
     @classmethod
-    def insufficient_balance(cls, *, available_nanos: int, estimate_nanos: int) -> ProxyError:
-        """402, saying what is available and, when something is, what this request would need at most."""
+    def insufficient_balance(cls, *, available_nanos: int, estimate_nanos: int, billing_url: str) -> ProxyError:
+        """402, naming what is available, what this request may cost at most, and where to add credit."""
         if available_nanos <= 0:
             message = (
-                f"Your workspace's prepaid balance is exhausted (available: {usd_text(available_nanos)}). "
-                "Add credit in the dashboard to continue."
+                f"Your workspace's prepaid balance is used up (available: {usd_text(available_nanos)}; this "
+                f"request may cost up to {usd_text(estimate_nanos)}). Add credit at {billing_url} to continue."
             )
         else:
             message = (
                 f"This request may cost up to {usd_text(estimate_nanos)}, more than your workspace's available "
-                f"balance of {usd_text(available_nanos)}. Lower `max_tokens` (or `n`), or add credit in the dashboard."
+                f"balance of {usd_text(available_nanos)}. Lower `max_tokens` (or `n`), or add credit at {billing_url}"
             )
         return cls(402, message, type="insufficient_balance", code="insufficient_balance")
 

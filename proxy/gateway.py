@@ -4,6 +4,12 @@
     authenticate (proxy.app) → validate → route → key policy → reserve balance → forward → answer
     → price → emit exactly one usage event (in the background)
 
+Only a request that can cost the workspace money reserves its balance (`can_cost_money`): one served
+with the workspace's own key on a plan without a BYOK fee (charge rate 0), or on a model that is unpriced
+or free, goes on whatever the balance, without the Redis round trip, and is settled with charge 0.
+Answers tell their cost (proxy.costs): the `x-turnpike-cost-usd` header and `usage.cost`, priced once
+(`Exchange.price`) so that the cost the client reads is the charge its usage event records.
+
 An endpoint subclasses `ModelEndpoint` and supplies what differs: how its body is validated, which
 provider families it can reach, what it reserves, how it forwards (`forward`), how it counts tokens
 when the provider reported none, and which error envelope its clients expect. Forwarding is an
@@ -25,9 +31,10 @@ import orjson
 
 from contracts.balance import clamp_amount
 from contracts.events import UsageEvent
-from contracts.pricing import Usage, charge_nanos, cost_nanos
+from contracts.pricing import Price, Tier, Usage, charge_nanos, cost_nanos
 from contracts.providers import ProviderSpec, get_spec
 from proxy.auth import KeyContext
+from proxy.costs import Priced, add_cost, cost_members, splice_cost
 from proxy.errors import ProxyError
 from proxy.http import header
 from proxy.routing import Route, resolve
@@ -62,7 +69,7 @@ class Outcome:
     client_disconnected: bool = False
     streamed_text: str = ""
     partial_usage: Usage | None = None  # what the provider reported before its stream stopped short
-    priced: tuple[Usage, int | None] | None = None  # (usage, cost) already computed for the cost header
+    priced: Priced | None = None  # what the client was told it cost (header, usage.cost); reused by _price
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -81,11 +88,26 @@ class Exchange:
     started_ms: int
     route: Route | None = None
     spec: ProviderSpec | None = None
+    rate: Decimal | None = None  # provider cost -> charge multiplier of the route's credential
     outcome: Outcome = field(default_factory=Outcome)
 
     @property
     def stream(self) -> bool:
         return bool(self.body.get("stream"))
+
+    def price(self, usage: Usage) -> Priced:
+        """Price `usage` now, for the cost the client reads; the usage event records these same numbers
+        (ModelEndpoint._price reuses them while the usage and the price are unchanged)."""
+        assert self.route is not None and self.rate is not None
+        price = self.route.price
+        cost = cost_nanos(price, usage)
+        priced = Priced(usage, price, cost, clamp_amount(charge_nanos(cost, rate=self.rate) or 0))
+        self.outcome.priced = priced
+        return priced
+
+    def cost_members(self, usage: Usage) -> dict[str, Any]:
+        """`usage.cost` and `usage.cost_details` for an answer (or stream event) reporting `usage`."""
+        return cost_members(self.price(usage))
 
     def mark_first_byte(self) -> None:
         if self.outcome.ttfb_ms is None:
@@ -127,6 +149,18 @@ def check_bounds(body: dict[str, Any]) -> None:
     n = body.get("n")
     if isinstance(n, int) and not isinstance(n, bool) and n > MAX_CHOICES:
         raise ProxyError.invalid_request(f"`n` must be at most {MAX_CHOICES}.", param="n")
+
+
+def can_cost_money(price: Price | None, rate: Decimal) -> bool:
+    """Whether a request at this price and charge rate may be charged anything (BRIEF: only those need a
+    balance). Not for the workspace's own key on a zero-fee plan (rate 0), an unpriced model (never charged;
+    platform-managed keys refuse those earlier) or a model whose every price is 0."""
+    if rate == 0 or price is None:
+        return False
+    rates: list[Price | Tier] = [price, *price.tiers]
+    if any(any((r.input, r.output, r.cached_input, r.cache_write, r.reasoning)) for r in rates):
+        return True
+    return bool(price.request_fee) or any(amount for _, amount in price.fees)
 
 
 def usd(nanos: int | None) -> bytes:
@@ -174,6 +208,10 @@ class ModelEndpoint:
         usage = Usage(input=body_bytes // BYTES_PER_TOKEN_ESTIMATE + 1, output=cap * choices)
         return charge_nanos(cost_nanos(route.price, usage), rate=rate) or 0
 
+    def may_charge(self, route: Route, rate: Decimal) -> bool:
+        """Whether this request can cost the workspace money, so that it needs a balance."""
+        return can_cost_money(route.price, rate)
+
     async def forward(self, x: Exchange) -> None:
         raise NotImplementedError
 
@@ -194,15 +232,18 @@ class ModelEndpoint:
             check_bounds(body)
             metadata = parse_metadata(x.scope)
             route, _ = self.route(x)
-            rate = key.workspace.charge_rate(route.credential)
-            reservation = self.reservation(route, body, len(x.body_bytes), rate)
-            checked = await self.rt.gate.reserve(
-                workspace_id=key.workspace_id, request_id=request_id, amount_nanos=reservation
-            )
-            if not checked.reserved:
-                raise ProxyError.insufficient_balance(
-                    available_nanos=checked.available_nanos, estimate_nanos=reservation
+            x.rate = rate = key.workspace.charge_rate(route.credential)
+            if self.may_charge(route, rate):
+                reservation = self.reservation(route, body, len(x.body_bytes), rate)
+                checked = await self.rt.gate.reserve(
+                    workspace_id=key.workspace_id, request_id=request_id, amount_nanos=reservation
                 )
+                if not checked.reserved:
+                    raise ProxyError.insufficient_balance(
+                        available_nanos=checked.available_nanos,
+                        estimate_nanos=reservation,
+                        billing_url=self.billing_url(key),
+                    )
             await self.forward(x)
         except ProxyError as error:
             outcome.status = error.status
@@ -233,15 +274,21 @@ class ModelEndpoint:
             if outcome.usage is None:
                 outcome.usage = estimate(self.count_locally(x), outcome.partial_usage)
                 outcome.estimated = True
-            if outcome.priced is not None and outcome.priced[0] is outcome.usage:
-                cost = outcome.priced[1]
-            else:
-                cost = cost_nanos(route.price, outcome.usage)
+            priced = outcome.priced
+            if priced is not None and priced.usage == outcome.usage and priced.price == route.price:
+                return priced.cost_nanos, priced.charge_nanos  # what the client was told
+            cost = cost_nanos(route.price, outcome.usage)
             return cost, clamp_amount(charge_nanos(cost, rate=rate) or 0)
         except Exception:
             log.exception("pricing failed for %s; charging its reservation", x.request_id)
             outcome.estimated = True
             return None, reservation
+
+    def billing_url(self, key: KeyContext) -> str:
+        """The workspace's billing page in the dashboard, where credit is added."""
+        base = self.rt.config.dashboard_url.rstrip("/")
+        slug = key.workspace.slug
+        return f"{base}/w/{slug}/billing/" if slug else f"{base}/"
 
     def route(self, x: Exchange) -> tuple[Route, ProviderSpec]:
         """Where the body's model goes, refused if the key may not call it or this endpoint cannot."""
@@ -326,16 +373,23 @@ class ModelEndpoint:
             raise ProxyError.bad_gateway(f"{label} returned an unexpected body.")
         return data
 
-    async def send_json(self, x: Exchange, payload: bytes, *, usage: Usage | None) -> None:
-        """The whole answer at once, with the request id and Turnpike's cost of it."""
+    async def send_json(
+        self, x: Exchange, body: dict[str, Any], *, usage: Usage | None, raw: bytes | None = None
+    ) -> None:
+        """The whole answer at once, with the request id and its cost: the provider's cost in the
+        `x-turnpike-cost-usd` header, the charge (and the provider's cost) in `usage` (proxy.costs).
+        `raw` is the provider's own bytes of `body`, passed on with the cost spliced in; without it, `body`
+        (built by a translation) is serialized."""
         assert x.route is not None
         x.outcome.status, x.outcome.usage = 200, usage
         x.mark_first_byte()
         headers = [(b"x-request-id", x.request_id.encode())]
         if usage is not None:
-            cost = cost_nanos(x.route.price, usage)
-            x.outcome.priced = (usage, cost)
-            headers.append((b"x-turnpike-cost-usd", usd(cost)))
+            priced = x.price(usage)
+            headers.append((b"x-turnpike-cost-usd", usd(priced.cost_nanos)))
+            payload = splice_cost(raw, body, priced) if raw is not None else orjson.dumps(add_cost(body, priced))
+        else:
+            payload = raw if raw is not None else orjson.dumps(body)
         await x.send(
             {
                 "type": "http.response.start",

@@ -95,7 +95,12 @@ class Messages(ModelEndpoint):
         response = await self.open_upstream(x, [(url, anthropic_headers(x, route.credential.secret))], body)
         try:
             if x.stream:
-                tap = AnthropicUsageTap()
+
+                def cost_of(usage: dict[str, Any]) -> dict[str, Any] | None:
+                    reported = anthropic.usage_from_anthropic(usage)
+                    return None if reported is None else x.cost_members(reported)
+
+                tap = AnthropicUsageTap(cost=cost_of)
                 await self.relay_stream(x, response, tap)
                 outcome.model_served = tap.model
                 reported = anthropic.usage_from_anthropic(tap.usage) if tap.usage is not None else None
@@ -105,7 +110,8 @@ class Messages(ModelEndpoint):
                 return
             data = await self.read_json(x, response)
             outcome.model_served = str(data.get("model") or route.model)
-            await self.send_json(x, response.content, usage=anthropic.usage_from_anthropic(data.get("usage")))
+            usage = anthropic.usage_from_anthropic(data.get("usage"))
+            await self.send_json(x, data, usage=usage, raw=response.content)
         finally:
             response.close()
 
@@ -121,7 +127,7 @@ class Messages(ModelEndpoint):
         try:
             if x.stream:
                 source = source_for(family, model=route.model)
-                sink = AnthropicSink(model=str(x.body["model"]), message_id=message_id)
+                sink = AnthropicSink(model=str(x.body["model"]), message_id=message_id, cost=x.cost_members)
                 await self.relay_stream(x, response, TranslatingTap(source, sink))
                 outcome.model_served = source.model
                 self.stream_finished(
@@ -133,7 +139,7 @@ class Messages(ModelEndpoint):
             outcome.model_served = str(chat.get("model") or route.model)
             message = anthropic_compat.chat_to_message(chat, usage, model=str(x.body["model"]))
             message["id"] = message_id
-            await self.send_json(x, orjson.dumps(message), usage=usage)
+            await self.send_json(x, message, usage=usage)
         finally:
             response.close()
 

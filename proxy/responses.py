@@ -87,7 +87,12 @@ class Responses(ModelEndpoint):
         response = await self.open_upstream(x, [(url, headers)], {**x.body, "model": route.model})
         try:
             if x.stream:
-                tap = ResponsesUsageTap()
+
+                def cost_of(usage: dict[str, Any]) -> dict[str, Any] | None:
+                    reported = openai_format.usage_from_responses(usage)
+                    return None if reported is None else x.cost_members(reported)
+
+                tap = ResponsesUsageTap(cost=cost_of)
                 await self.relay_stream(x, response, tap)
                 outcome.model_served = tap.model
                 usage = openai_format.usage_from_responses(tap.usage) if tap.complete and tap.usage else None
@@ -95,6 +100,7 @@ class Responses(ModelEndpoint):
                 return
             data = await self.read_json(x, response)
             outcome.model_served = str(data.get("model") or route.model)
-            await self.send_json(x, response.content, usage=openai_format.usage_from_responses(data.get("usage")))
+            usage = openai_format.usage_from_responses(data.get("usage"))
+            await self.send_json(x, data, usage=usage, raw=response.content)
         finally:
             response.close()

@@ -54,7 +54,7 @@ class Runtime:
             max_pending_key_loads=config.max_pending_key_loads,
         )
         self.gate = BalanceGate(redis=self.redis, store=self.store)
-        self.emitter = UsageEmitter(redis=self.redis, spool_dir=config.spool_dir)
+        self.emitter = UsageEmitter(redis=self.redis, spool_dir=config.spool_dir, generation_ttl=config.generation_ttl)
         self.http: upstream.UpstreamClient = upstream.make_client(config)
         self.catalog = Catalog()
         self.send_error = send_error

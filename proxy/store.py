@@ -15,6 +15,7 @@ from typing import Any
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from contracts.events import UsageEvent
 from contracts.pricing import Price
 
 KEY_SQL = """
@@ -35,7 +36,7 @@ ORDER BY created_at, id
 DATA_KEY_SQL = "SELECT master_key_id, wrapped_key FROM tenants_workspacedatakey WHERE workspace_id = %s"
 
 WORKSPACE_SQL = """
-SELECT w.public_id::text AS public_id, w.managed_access,
+SELECT w.public_id::text AS public_id, w.slug, w.managed_access,
        COALESCE(p.byok_fee_rate, d.byok_fee_rate, 0) AS byok_fee_rate,
        COALESCE(p.managed_markup_rate, d.managed_markup_rate, 0) AS managed_markup_rate
 FROM tenants_workspace w
@@ -56,7 +57,7 @@ BALANCE_SQL = "SELECT balance_nanos, version FROM billing_workspacebalance WHERE
 CATALOG_SQL = """
 SELECT provider, model, mode, aliases, context_window, max_output_tokens,
        input_usd_per_mtok, cached_input_usd_per_mtok, cache_write_usd_per_mtok, output_usd_per_mtok,
-       reasoning_usd_per_mtok, request_fee_usd
+       reasoning_usd_per_mtok, request_fee_usd, tiers, fees
 FROM billing_modelprice
 """
 
@@ -88,6 +89,7 @@ class WorkspaceRow:
     byok_fee_rate: Decimal
     managed_markup_rate: Decimal
     managed_access: bool = False
+    slug: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,13 +127,19 @@ class CatalogRow:
 
 
 def price_from_row(row: dict[str, Any]) -> Price:
-    return Price(
-        input=Decimal(row["input_usd_per_mtok"]),
-        output=Decimal(row["output_usd_per_mtok"]),
-        cached_input=row["cached_input_usd_per_mtok"],
-        cache_write=row["cache_write_usd_per_mtok"],
-        reasoning=row["reasoning_usd_per_mtok"],
-        request_fee=row["request_fee_usd"] or Decimal(0),
+    """A catalog or workspace price row as a Price; `tiers` and `fees` (JSON holding decimal strings) are
+    optional, so a query that does not select them prices without tiers or fees."""
+    return Price.from_dict(
+        {
+            "input": Decimal(row["input_usd_per_mtok"]),
+            "output": Decimal(row["output_usd_per_mtok"]),
+            "cached_input": row["cached_input_usd_per_mtok"],
+            "cache_write": row["cache_write_usd_per_mtok"],
+            "reasoning": row["reasoning_usd_per_mtok"],
+            "request_fee": row["request_fee_usd"] or Decimal(0),
+            "tiers": row.get("tiers") or [],
+            "fees": row.get("fees") or {},
+        }
     )
 
 
@@ -183,6 +191,7 @@ class Store:
             byok_fee_rate=Decimal(rows[0]["byok_fee_rate"]),
             managed_markup_rate=Decimal(rows[0]["managed_markup_rate"]),
             managed_access=bool(rows[0]["managed_access"]),
+            slug=rows[0]["slug"],
         )
 
     async def platform_credentials(self) -> list[PlatformCredentialRow]:
@@ -221,3 +230,27 @@ class Store:
     async def workspace_prices(self, workspace_id: int) -> dict[tuple[str, str], Price]:
         rows = await self._fetch(WORKSPACE_PRICES_SQL, (workspace_id,))
         return {(row["provider"], row["model"]): price_from_row(row) for row in rows}
+
+    async def usage_event(self, *, workspace_id: int, request_id: str) -> UsageEvent | None:
+        """A request's ingested usage event, if it is this workspace's (GET /v1/generation, after the
+        short-lived Redis record expired). One indexed lookup on the unique request id."""
+        rows = await self._fetch(
+            """
+            SELECT request_id, workspace_id, key_id, provider, credential_id, credential_kind, model_requested,
+                   model_served, status, error_code, input_tokens, cached_input_tokens, cache_write_tokens,
+                   output_tokens, reasoning_tokens, cost_nanos, charge_nanos, priced, estimated, stream,
+                   latency_ms, ttfb_ms, started_at, finished_at
+            FROM billing_usageevent
+            WHERE request_id = %s AND workspace_id = %s
+            """,
+            (request_id, workspace_id),
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        started, finished = row.pop("started_at"), row.pop("finished_at")
+        return UsageEvent(
+            **row,
+            started_at_ms=int(started.timestamp() * 1000),
+            finished_at_ms=int(finished.timestamp() * 1000),
+        )

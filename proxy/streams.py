@@ -14,6 +14,7 @@ the provider's bytes pass through untouched, inspected for usage on the way — 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import orjson
@@ -175,27 +176,37 @@ class GeminiChunks:
 
 
 class OpenAISink:
-    """Chunks as OpenAI SSE; the usage-only chunk only if the client asked for it."""
+    """Chunks as OpenAI SSE; the usage-only chunk only if the client asked for it, with the cost in its
+    `usage` (`cost()`: the members from proxy.costs, None while the provider's final usage is unknown)."""
 
-    def __init__(self, *, include_usage: bool) -> None:
+    def __init__(self, *, include_usage: bool, cost: Callable[[], dict[str, Any] | None] | None = None) -> None:
         self.include_usage = include_usage
+        self._cost = cost
 
     def feed(self, chunks: list[dict[str, Any]]) -> bytes:
-        return b"".join(
-            b"data: " + orjson.dumps(chunk) + b"\n\n"
-            for chunk in chunks
-            if self.include_usage or not openai_format.is_usage_only_chunk(chunk)
-        )
+        out: list[bytes] = []
+        for chunk in chunks:
+            if openai_format.is_usage_only_chunk(chunk):
+                if not self.include_usage:
+                    continue
+                members = self._cost() if self._cost is not None else None
+                if members is not None:
+                    chunk = {**chunk, "usage": {**chunk["usage"], **members}}
+            out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+        return b"".join(out)
 
     def finish(self, source: ChunkSource) -> bytes:
         return b"data: [DONE]\n\n"
 
 
 class AnthropicSink:
-    """Chunks as Anthropic Messages stream events (proxy.providers.anthropic_compat)."""
+    """Chunks as Anthropic Messages stream events (proxy.providers.anthropic_compat); the closing
+    `message_delta` carries the cost in its `usage` when the provider's final usage is known (`cost(usage)`:
+    the members from proxy.costs)."""
 
-    def __init__(self, *, model: str, message_id: str) -> None:
+    def __init__(self, *, model: str, message_id: str, cost: Callable[[Usage], dict[str, Any]] | None = None) -> None:
         self.translator = anthropic_compat.ChunkTranslator(model, message_id)
+        self._cost = cost
 
     def feed(self, chunks: list[dict[str, Any]]) -> bytes:
         return b"".join(
@@ -203,9 +214,14 @@ class AnthropicSink:
         )
 
     def finish(self, source: ChunkSource) -> bytes:
-        return b"".join(
-            anthropic_compat.sse_event(kind, data) for kind, data in self.translator.finish(source.final_usage)
-        )
+        final = source.final_usage
+        events = self.translator.finish(final)
+        if final is not None and self._cost is not None:
+            members = self._cost(final)
+            for kind, data in events:
+                if kind == "message_delta":
+                    data["usage"] = {**data["usage"], **members}
+        return b"".join(anthropic_compat.sse_event(kind, data) for kind, data in events)
 
 
 class Sink(Protocol):

@@ -1,9 +1,11 @@
 """Emitting usage events without making the client wait, and without losing them.
 
 `UsageEmitter.emit` runs after the response is complete, as a background task: one Lua call
-releases the request's reservation, adds its charge to the workspace's pending total and appends the
-event to the stream (contracts.balance.SETTLE_AND_EMIT). If Redis is unreachable the event goes to a
-local spool file, one JSON line per event, in TURNPIKE_PROXY_SPOOL_DIR (a persistent volume in deploy/).
+releases the request's reservation, adds its charge to the workspace's pending total, appends the
+event to the stream and keeps a copy for `GET /v1/generation` under `tp:gen:{W}:<request id>` for
+`generation_ttl` seconds (contracts.balance.SETTLE_AND_EMIT; 0 keeps no copy). If Redis is unreachable
+the event goes to a local spool file, one JSON line per event, in TURNPIKE_PROXY_SPOOL_DIR (a persistent
+volume in deploy/); its copy is written when the line is replayed.
 
 Spool layout, per worker process start (`usage-<pid>-<random>`, so a restarted process never appends
 to a file whose last line a killed predecessor left torn):
@@ -73,18 +75,38 @@ class _Line(Enum):
 
 
 class UsageEmitter:
-    def __init__(self, *, redis: aioredis.Redis, spool_dir: Path) -> None:
+    def __init__(
+        self, *, redis: aioredis.Redis, spool_dir: Path, generation_ttl: int = balance.GENERATION_TTL_SECONDS
+    ) -> None:
         self._redis = redis
-        self._settle = redis.register_script(balance.SETTLE_AND_EMIT)
+        self._keep_generation = generation_ttl > 0
+        script = balance.settle_and_emit_script(generation_ttl) if self._keep_generation else balance.SETTLE_AND_EMIT
+        self._settle = redis.register_script(script)
         self._spool_dir = spool_dir
         self._spool_path = spool_dir / f"usage-{os.getpid()}-{secrets.token_hex(4)}.jsonl"
         self._tasks: set[asyncio.Task[None]] = set()
+        self._by_request: dict[str, asyncio.Task[None]] = {}  # emissions under way, by request id
 
     def emit(self, event: UsageEvent) -> None:
         """Schedule the emission; returns at once."""
         task = asyncio.get_running_loop().create_task(self._emit(event))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        request_id = event.request_id
+        self._by_request[request_id] = task
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._tasks.discard(finished)
+            if self._by_request.get(request_id) is finished:
+                del self._by_request[request_id]
+
+        task.add_done_callback(done)
+
+    async def settled(self, request_id: str) -> None:
+        """Wait until this worker's emission of `request_id`, if one is under way, has finished (so that a
+        generation lookup right after the response finds its record)."""
+        task = self._by_request.get(request_id)
+        if task is not None:
+            await asyncio.wait({task})
 
     async def drain(self) -> None:
         """Wait for scheduled emissions (shutdown, tests)."""
@@ -101,6 +123,8 @@ class UsageEmitter:
 
     async def _send(self, workspace_id: int, request_id: str, charge: int, fields: dict[str, str]) -> None:
         keys = [balance.bal_key(workspace_id), *balance.inflight_keys(workspace_id), USAGE_STREAM]
+        if self._keep_generation:
+            keys.append(balance.generation_key(workspace_id, request_id))
         args: list[str | int] = [request_id, charge]
         for name, value in fields.items():
             args.extend((name, value))

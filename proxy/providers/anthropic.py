@@ -254,7 +254,7 @@ def chat_to_messages(body: dict[str, Any], *, upstream_model: str) -> dict[str, 
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS
     effort = body.get("reasoning_effort")
     if effort is not None:
-        if effort not in THINKING_BUDGETS:
+        if not isinstance(effort, str) or effort not in THINKING_BUDGETS:
             raise ProxyError.invalid_request(
                 f"`reasoning_effort` must be one of {', '.join(THINKING_BUDGETS)}.", param="reasoning_effort"
             )

@@ -389,7 +389,7 @@ def chat_to_gemini(body: dict[str, Any], *, upstream_model: str) -> dict[str, An
             raise _bad("`response_format.type` must be text, json_object or json_schema.", "response_format")
     effort = body.get("reasoning_effort")
     if effort is not None:
-        if effort not in THINKING_BUDGETS:
+        if not isinstance(effort, str) or effort not in THINKING_BUDGETS:
             raise _bad(f"`reasoning_effort` must be one of {', '.join(THINKING_BUDGETS)}.", "reasoning_effort")
         generation["thinkingConfig"] = {"thinkingBudget": THINKING_BUDGETS[effort]}
     if generation:

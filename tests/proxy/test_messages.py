@@ -10,7 +10,9 @@ from decimal import Decimal
 import anthropic
 import pytest
 
+from billing.models import Plan
 from contracts.events import USAGE_STREAM, UsageEvent
+from tenants.services import workspace_billing_update
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -114,11 +116,19 @@ def test_errors_come_in_anthropics_envelope(claude_sdk, make_tenant, start_proxy
         sdk.messages.create(model="no-such-model-anywhere", max_tokens=10, messages=HELLO)
 
 
-def test_zero_balance_is_refused_in_anthropics_envelope(claude_sdk):
-    sdk, _ = claude_sdk(credit_usd=None)
-    with pytest.raises(anthropic.APIStatusError) as caught:
+def test_zero_balance_is_refused_in_anthropics_envelope(make_tenant, start_proxy, fake_provider_url):
+    # the free plan's BYOK requests cost nothing and need no balance (tests/proxy/test_zero_charge.py); a fee does
+    tenant = make_tenant(provider="anthropic", base_url=fake_provider_url, credit_usd=None)
+    tenant.workspace.plan = Plan.objects.create(code="messages-fee", name="BYOK fee", byok_fee_rate=Decimal("0.1"))
+    workspace_billing_update(workspace=tenant.workspace, fields=["plan"])
+    proxy = start_proxy()
+    with (
+        anthropic.Anthropic(base_url=proxy.url, api_key=tenant.plaintext, max_retries=0) as sdk,
+        pytest.raises(anthropic.APIStatusError) as caught,
+    ):
         sdk.messages.create(model="claude-haiku-4-5", max_tokens=10, messages=HELLO)
     assert caught.value.status_code == 402 and caught.value.body["error"]["type"] == "billing_error"
+    assert f"/w/{tenant.workspace.slug}/billing/" in caught.value.body["error"]["message"]
 
 
 def test_upstream_rate_limit_is_anthropics_rate_limit_error(claude_sdk):
