@@ -53,6 +53,7 @@ from billing.models import LedgerEntry
 from billing.models import UsageEvent as UsageEventRow
 from billing.selectors import workspace_balance
 from billing.services import ledger_post
+from billing.services.topups import after_usage_posted
 from contracts import balance
 from contracts.events import (
     DEAD_LETTER_METRIC,
@@ -154,11 +155,10 @@ def is_outage(exc: BaseException) -> bool:
     return sqlstate[:2] in _OUTAGE_SQLSTATE_CLASSES and sqlstate != "57014"
 
 
-def _insert_events(events: list[UsageEvent]) -> set[str]:
+def _insert_events(events: list[UsageEvent], *, now: datetime) -> set[str]:
     """Insert, skipping known request ids; returns the ids inserted now."""
     if not events:
         return set()
-    now = datetime.now(tz=UTC)
     rows: list[Any] = []
     for e in events:
         rows.extend(
@@ -254,7 +254,7 @@ def _update_rollups(events: list[UsageEvent]) -> None:
         cur.execute(sql, params)
 
 
-def _post_debits(events: list[UsageEvent]) -> None:
+def _post_debits(events: list[UsageEvent], *, now: datetime) -> None:
     by_workspace: dict[int, list[UsageEvent]] = defaultdict(list)
     for e in events:
         by_workspace[e.workspace_id].append(e)
@@ -270,6 +270,7 @@ def _post_debits(events: list[UsageEvent]) -> None:
             amount_nanos=-total,
             idempotency_key=f"usage:{workspace_id}:{digest}",
             memo=f"usage of {len(batch)} request(s)",
+            created_at=now,  # == the events' ingested_at: statements find a debit's events by it
         )
 
 
@@ -291,11 +292,12 @@ def usage_ingest_batch(*, events: list[UsageEvent]) -> tuple[set[str], dict[int,
     unique: dict[str, UsageEvent] = {}
     for e in events:
         unique.setdefault(e.request_id, e)
+    now = datetime.now(tz=UTC)
     with transaction.atomic():
-        inserted = _insert_events(list(unique.values()))
+        inserted = _insert_events(list(unique.values()), now=now)
         fresh = [e for e in unique.values() if e.request_id in inserted]
         _update_rollups(fresh)
-        _post_debits(fresh)
+        _post_debits(fresh, now=now)
         _touch_keys(fresh)
         balances = {ws: workspace_balance(workspace_id=ws) for ws in sorted({e.workspace_id for e in events})}
     return inserted, balances
@@ -401,6 +403,7 @@ def process_entries(client: redis.Redis, entries: list[Entry]) -> BatchResult:
     letters = {e.entry_id: _dead_letter(e) for e in entries if e.error}
     dead_letters_record(letters=list(letters.values()))
     acked = _ack(client, entries, result.balances, letters)
+    after_usage_posted(balances=result.balances)  # auto-recharge and low-balance alerts; never raises
     return BatchResult(read=len(entries), inserted=len(result.inserted), acked=acked, dead=len(letters))
 
 

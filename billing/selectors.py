@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from django.db.models import Q, Sum
+import redis
+from django.conf import settings
+from django.db.models import Q, QuerySet, Sum
 
-from billing.models import LedgerEntry, UsageEvent, UsageRollup, WorkspaceBalance
+from billing.models import Invoice, LedgerEntry, Statement, UsageEvent, UsageRollup, WorkspaceBalance
+from contracts import balance
 from tenants.models import Workspace
 
 
@@ -70,3 +75,60 @@ def usage_events_recent(*, workspace: Workspace, limit: int = 20) -> list[UsageE
     return list(
         UsageEvent.objects.filter(workspace=workspace).select_related("key").order_by("-started_at")[: max(limit, 0)]
     )
+
+
+# --- billing pages ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BalanceOverview:
+    ledger_nanos: int  # posted to the ledger
+    pending_nanos: int | None  # charged by the proxy, not yet posted (None: Redis unreachable)
+    inflight_nanos: int | None  # reserved by requests still running
+
+    @property
+    def available_nanos(self) -> int:
+        return self.ledger_nanos - (self.pending_nanos or 0) - (self.inflight_nanos or 0)
+
+
+def balance_overview(*, workspace: Workspace) -> BalanceOverview:
+    """The ledger balance and, from the proxy's Redis hash, usage charged but not yet ingested."""
+    ledger, _ = workspace_balance(workspace_id=workspace.pk)
+    pending = inflight = None
+    try:
+        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
+        with client:
+            values = client.hmget(balance.bal_key(workspace.pk), "pending", "inflight")
+        pending, inflight = (max(int(v or 0), 0) for v in values)  # type: ignore[union-attr]
+    except (redis.RedisError, ValueError, OSError):
+        pass
+    return BalanceOverview(ledger_nanos=ledger, pending_nanos=pending, inflight_nanos=inflight)
+
+
+def _ledger_query(
+    *, workspace: Workspace, kind: str | None = None, since: datetime | None = None, before: datetime | None = None
+) -> QuerySet[LedgerEntry]:
+    rows = LedgerEntry.objects.filter(workspace=workspace)
+    if kind:
+        rows = rows.filter(kind=kind)
+    if since is not None:
+        rows = rows.filter(created_at__gte=since)
+    if before is not None:
+        rows = rows.filter(created_at__lt=before)
+    return rows.order_by("-created_at", "-id")
+
+
+def ledger_entries(*, workspace: Workspace, offset: int = 0, limit: int = 50, **filters: Any) -> list[LedgerEntry]:
+    return list(_ledger_query(workspace=workspace, **filters)[offset : offset + limit])
+
+
+def ledger_entries_iter(*, workspace: Workspace, **filters: Any) -> Iterator[LedgerEntry]:
+    return _ledger_query(workspace=workspace, **filters).iterator(chunk_size=2000)
+
+
+def invoices_list(*, workspace: Workspace, limit: int = 50) -> list[Invoice]:
+    return list(Invoice.objects.filter(workspace=workspace).order_by("-issued_at", "-id")[:limit])
+
+
+def statements_list(*, workspace: Workspace, limit: int = 50) -> list[Statement]:
+    return list(Statement.objects.filter(workspace=workspace).order_by("-period_start", "-issued_at")[:limit])

@@ -9,6 +9,7 @@ from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
 from billing.ingest import is_outage, run_ingest
+from billing.services import topups
 
 log = logging.getLogger("turnpike.billing.ingest")
 
@@ -31,3 +32,28 @@ def ingest_usage() -> dict[str, int]:
         log.warning("Postgres unreachable (%s); ingestion resumes when it answers", str(exc).strip()[:200])
         return {"read": 0, "inserted": 0, "acked": 0, "dead": 0}
     return {"read": result.read, "inserted": result.inserted, "acked": result.acked, "dead": result.dead}
+
+
+@shared_task(name="billing.auto_recharge", ignore_result=True)
+def auto_recharge(workspace_id: int) -> str:
+    """Charge the saved card off-session if the balance is below the threshold (idempotent)."""
+    return topups.auto_recharge_run(workspace_id=workspace_id)
+
+
+@shared_task(name="billing.auto_recharge_sweep", ignore_result=True)
+def auto_recharge_sweep() -> int:
+    """Resolve charges a dead worker left pending, then recharge anyone below threshold the hook missed."""
+    return topups.auto_recharge_sweep() + topups.auto_recharge_scan()
+
+
+@shared_task(name="billing.low_balance_alert", ignore_result=True)
+def low_balance_alert(workspace_id: int) -> None:
+    topups.low_balance_alert_send(workspace_id=workspace_id)
+
+
+@shared_task(name="billing.issue_monthly_statements", ignore_result=True)
+def issue_monthly_statements() -> dict[str, int]:
+    """Beat, hourly: the previous UTC month's statement of every active workspace, issued once and emailed."""
+    from billing.statements import monthly_statements_issue
+
+    return monthly_statements_issue()

@@ -10,6 +10,7 @@ from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import render
 
 from config.errors import ApplicationError, NotFound, PermissionDenied
@@ -32,13 +33,13 @@ def not_found(request: HttpRequest) -> HttpResponse:
     return render(request, "404.html", status=404)
 
 
-def workspace_view(perm: str) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+def workspace_view(perm: str) -> Callable[[Callable[..., HttpResponseBase]], Callable[..., HttpResponseBase]]:
     """Decorate a view `(request, slug, ...)`; it gets `request.workspace` and `request.membership`."""
 
-    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    def decorator(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
         @login_required
         @wraps(view)
-        def wrapped(request: HttpRequest, slug: str, *args: Any, **kwargs: Any) -> HttpResponse:
+        def wrapped(request: HttpRequest, slug: str, *args: Any, **kwargs: Any) -> HttpResponseBase:
             try:
                 membership = membership_for_user(user=request.user, workspace_slug=slug)  # type: ignore[arg-type]
             except NotFound:
@@ -73,6 +74,9 @@ def page_context(request: HttpRequest, nav: str, **extra: Any) -> dict[str, Any]
             "manage_members": role_allows(role, Perm.MEMBERS_MANAGE),
             "manage_workspace": role_allows(role, Perm.WORKSPACE_MANAGE),
             "audit": role_allows(role, Perm.AUDIT_VIEW),
+            "billing": role_allows(role, Perm.BILLING_VIEW),
+            "credentials": role_allows(role, Perm.CREDENTIALS_VIEW),
+            "keys": role_allows(role, Perm.KEYS_VIEW),
         },
         **extra,
     }

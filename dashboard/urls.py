@@ -1,11 +1,12 @@
 from django.urls import path
 
-from dashboard import views
+from dashboard import billing, catalog, documents, views
 
 app_name = "dashboard"
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    path("models/", catalog.models_page, name="models"),
     path("switch/", views.switch, name="switch"),
     path("workspaces/new/", views.workspace_create, name="workspace_create"),
     path("invitations/<str:token>/", views.invitation_accept, name="invitation_accept"),
@@ -22,4 +23,18 @@ urlpatterns = [
     path("w/<slug:slug>/invitations/<str:invitation_id>/revoke/", views.invitation_revoke, name="invitation_revoke"),
     path("w/<slug:slug>/settings/", views.workspace_settings, name="settings"),
     path("w/<slug:slug>/audit/", views.audit, name="audit"),
+    path("w/<slug:slug>/billing/", billing.billing, name="billing"),
+    path("w/<slug:slug>/billing/topup/", billing.topup_start, name="billing_topup"),
+    path("w/<slug:slug>/billing/plan/", billing.plan_choose, name="billing_plan"),
+    path("w/<slug:slug>/billing/auto-recharge/", billing.auto_recharge, name="billing_auto_recharge"),
+    path("w/<slug:slug>/billing/card/remove/", billing.card_remove, name="billing_card_remove"),
+    path("w/<slug:slug>/billing/alerts/", billing.low_balance, name="billing_low_balance"),
+    path("w/<slug:slug>/billing/profile/", billing.profile, name="billing_profile"),
+    path("w/<slug:slug>/billing/history/", billing.history, name="billing_history"),
+    path("w/<slug:slug>/billing/history.csv", billing.history_csv, name="billing_history_csv"),
+    path("w/<slug:slug>/billing/invoices/<uuid:invoice_id>/pdf/", documents.invoice_pdf, name="invoice_pdf"),
+    path("w/<slug:slug>/billing/invoices/<uuid:invoice_id>/csv/", documents.invoice_csv, name="invoice_csv"),
+    path("w/<slug:slug>/billing/statements/<uuid:statement_id>/pdf/", documents.statement_pdf, name="statement_pdf"),
+    path("w/<slug:slug>/billing/statements/<uuid:statement_id>/csv/", documents.statement_csv, name="statement_csv"),
+    path("w/<slug:slug>/billing/statements/generate/", documents.statement_generate, name="statement_generate"),
 ]

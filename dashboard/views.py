@@ -48,7 +48,13 @@ def home(request: HttpRequest) -> HttpResponse:
         return redirect("dashboard:workspace_create")
     last = request.session.get(LAST_WORKSPACE_SESSION_KEY)
     chosen = next((ws for ws in workspaces if ws.slug == last), workspaces[0])
-    return redirect("dashboard:overview", chosen.slug)
+    return redirect(_landing(request, chosen.slug), chosen.slug)
+
+
+def _landing(request: HttpRequest, slug: str) -> str:
+    """Finance members land on Billing; everyone else on the overview."""
+    membership = selectors.membership_for_user(user=request.user, workspace_slug=slug)  # type: ignore[arg-type]
+    return "dashboard:billing" if membership.role == Role.FINANCE else "dashboard:overview"
 
 
 @login_required
@@ -56,7 +62,7 @@ def home(request: HttpRequest) -> HttpResponse:
 def switch(request: HttpRequest) -> HttpResponse:
     slug = request.GET.get("to", "")
     if any(ws.slug == slug for ws in selectors.workspaces_for_user(user=request.user)):  # type: ignore[arg-type]
-        return redirect("dashboard:overview", slug)
+        return redirect(_landing(request, slug), slug)
     return redirect("dashboard:home")
 
 

@@ -50,6 +50,7 @@ SERVICE_USER = "turnpike"
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 DEMO_EMAIL = "demo@turnpike.local"
 FAKE_PROVIDER_PORT = 8090
+FAKE_STRIPE_PORT = 12111
 
 
 def say(message: str) -> None:
@@ -91,6 +92,7 @@ def write_env_file(updates: dict[str, str], path: Path = ENV_FILE) -> dict[str, 
     values = read_env_file(path)
     values.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
     values.setdefault("TURNPIKE_MASTER_KEY", new_master_key("dev"))
+    values.setdefault("TURNPIKE_DASHBOARD_URL", "http://127.0.0.1:8000")  # the proxy's 402 links here
     values.update(updates)
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = ["# written by scripts/devenv.py; secrets here are generated once and kept"]
@@ -609,6 +611,22 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def stripe_dev_values() -> dict[str, str]:
+    """Dev Stripe settings: the web app's real `stripe` SDK talks to the bundled fake (billing/fake_stripe,
+    the `stripe` process of the Procfile), which signs its webhooks with the same secret. Kept across runs."""
+    current = read_env_file()
+    secret = current.get("STRIPE_SECRET_KEY") or f"sk_test_dev_{secrets.token_hex(12)}"
+    webhook = current.get("STRIPE_WEBHOOK_SECRET") or f"whsec_dev_{secrets.token_hex(16)}"
+    return {
+        "STRIPE_SECRET_KEY": secret,
+        "STRIPE_WEBHOOK_SECRET": webhook,
+        "STRIPE_API_BASE": f"http://127.0.0.1:{FAKE_STRIPE_PORT}",
+        "FAKE_STRIPE_SECRET_KEY": secret,
+        "FAKE_STRIPE_WEBHOOK_SECRET": webhook,
+        "FAKE_STRIPE_WEBHOOK_URL": "http://127.0.0.1:8000/stripe/webhook/",
+    }
+
+
 def cmd_dev() -> int:
     # Ctrl-C, and also SIGTERM (a closed terminal, a supervisor), stop every process and the services we
     # started; SIGINT may arrive ignored when launched in the background, so install the handlers.
@@ -616,7 +634,7 @@ def cmd_dev() -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     services = Services()
     try:
-        values = write_env_file(services.up())
+        values = write_env_file({**services.up(), **stripe_dev_values()})
         env = {**os.environ, **values, "DJANGO_SETTINGS_MODULE": "config.settings.dev", "PYTHONUNBUFFERED": "1"}
         manage(["migrate", "--noinput", "-v", "0"], env)
         manage(["collectstatic", "--noinput", "-v", "0"], env)

@@ -34,7 +34,10 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     Role.OWNER: _ALL,
     Role.ADMIN: _ALL,  # admins cannot touch owners; that rule lives in tenants.services
     Role.DEVELOPER: _READ | {Perm.KEYS_MANAGE},
-    Role.FINANCE: _READ | {Perm.BILLING_VIEW, Perm.BILLING_MANAGE, Perm.AUDIT_VIEW},
+    # finance sees usage and money, never provider keys or gateway keys
+    Role.FINANCE: frozenset(
+        {Perm.WORKSPACE_VIEW, Perm.MEMBERS_VIEW, Perm.BILLING_VIEW, Perm.BILLING_MANAGE, Perm.AUDIT_VIEW}
+    ),
     Role.VIEWER: _READ,
 }
 

@@ -230,3 +230,36 @@ CELERY_BEAT_SCHEDULE["billing.ingest_usage"] = {
     "schedule": TURNPIKE_INGEST_INTERVAL_SECONDS,
     "options": {"expires": 10},
 }
+
+# --- Billing (issue 9; docs/billing.md) --------------------------------------------------------------
+# Stripe: the real SDK. In dev and tests it talks to the bundled fake (billing/fake_stripe) at
+# STRIPE_API_BASE; production refuses to start without live values (config/settings/production.py).
+STRIPE_SECRET_KEY = env_str("STRIPE_SECRET_KEY", "")
+STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET", "")
+STRIPE_API_BASE = env_str("STRIPE_API_BASE", "")  # empty: Stripe's own API
+# Top-ups and auto-recharge, whole US dollars.
+TURNPIKE_TOPUP_MIN_USD = env_int("TURNPIKE_TOPUP_MIN_USD", 5)
+TURNPIKE_TOPUP_MAX_USD = env_int("TURNPIKE_TOPUP_MAX_USD", 10_000)
+TURNPIKE_TOPUP_PRESETS_USD = [int(v) for v in env_list("TURNPIKE_TOPUP_PRESETS_USD", ["10", "25", "100", "500"])]
+TURNPIKE_AUTO_RECHARGE_MAX_FAILURES = 3
+# The issuing entity on invoices (seller). `issuer` prefixes invoice numbers: TP-2026-000123.
+TURNPIKE_SELLER = {
+    "issuer": env_str("TURNPIKE_SELLER_ISSUER", "TP"),
+    "name": env_str("TURNPIKE_SELLER_NAME", "Turnpike B.V."),
+    "address": env_str("TURNPIKE_SELLER_ADDRESS", "Keizersgracht 1, 1015 AA Amsterdam, Netherlands"),
+    "country": env_str("TURNPIKE_SELLER_COUNTRY", "NL"),
+    "tax_id": env_str("TURNPIKE_SELLER_TAX_ID", "NL000000000B01"),
+    "email": env_str("TURNPIKE_SELLER_EMAIL", "billing@turnpike.local"),
+}
+# Sales tax / VAT rate per buyer country, "CC=rate" pairs (e.g. "NL=0.21,DE=0.19"); other countries 0.
+TURNPIKE_TAX_RATES = env_list("TURNPIKE_TAX_RATES", ["NL=0.21"])
+CELERY_BEAT_SCHEDULE["billing.auto_recharge_sweep"] = {
+    "task": "billing.auto_recharge_sweep",
+    "schedule": 60.0,
+    "options": {"expires": 50},
+}
+CELERY_BEAT_SCHEDULE["billing.issue_monthly_statements"] = {
+    "task": "billing.issue_monthly_statements",
+    "schedule": 3600.0,  # hourly; the task issues last month's missing statements, so the 1st is never missed
+    "options": {"expires": 600},
+}

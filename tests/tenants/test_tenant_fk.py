@@ -35,6 +35,8 @@ NOT_TENANT_OWNED: dict[str, str] = {
     "billing.ModelPrice": "the published, platform-wide price catalog, the same for every workspace",
     "billing.Plan": "a platform-wide offer configured by operators; workspaces refer to a plan, not own it",
     "tenants.PlatformCredential": "the platform's own provider keys (managed credentials), shared by workspaces",
+    "billing.DocumentSequence": "the platform-wide counter of invoice and credit-note numbers per issuing entity",
+    "billing.StripeEvent": "Stripe webhook events handled, platform-wide: an event may name no workspace of ours",
     "billing.UsageDeadLetter": "usage entries ingestion could not store, for operators: one may name no known "
     "workspace (undecodable, or a workspace id that does not exist), and its insert must never fail on a key",
 }

@@ -1,0 +1,132 @@
+"""The Billing pages without Stripe: who sees them, plans, the billing profile, the ledger history and
+its CSV, and money shown so a person can read it."""
+
+from __future__ import annotations
+
+import csv
+import io
+from decimal import Decimal
+
+import pytest
+
+from billing.models import BillingProfile, LedgerEntry, Plan
+from billing.services import ledger_grant_post, ledger_post
+from dashboard.templatetags.money import usd_cents
+from tenants.models import AuditLog, Membership
+from tenants.roles import Role
+from tests.dashboard.conftest import client_for, make_user
+
+pytestmark = pytest.mark.django_db
+
+
+def test_sign_up_plan_is_free_byok_and_a_fee_plan_is_public(standard_plans):
+    free = Plan.objects.get(is_default=True)
+    assert (free.code, free.byok_fee_rate, free.managed_markup_rate, free.public) == ("free", 0, 0, True)
+    assert Plan.objects.filter(public=True).exclude(byok_fee_rate=0).exists()
+
+
+def test_finance_lands_on_billing_and_never_sees_keys(world_a, member_client):
+    client, _ = member_client(Role.FINANCE)
+    home = client.get("/")
+    assert home.status_code == 302 and home["Location"] == f"/w/{world_a.workspace.slug}/billing/"
+    page = client.get(home["Location"])
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "Add credit" in text and "Gateway keys" not in text and "Provider credentials" not in text
+    assert client.get(f"/w/{world_a.workspace.slug}/keys/").status_code == 403
+    assert client.get(f"/w/{world_a.workspace.slug}/credentials/").status_code == 403
+
+
+@pytest.mark.parametrize("role", [Role.DEVELOPER, Role.VIEWER])
+def test_billing_is_for_owners_admins_and_finance(world_a, member_client, role):
+    client, _ = member_client(role)
+    assert client.get(f"/w/{world_a.workspace.slug}/billing/").status_code == 403
+    assert client.post(f"/w/{world_a.workspace.slug}/billing/plan/", {"plan": "team"}).status_code == 403
+
+
+def test_another_workspace_billing_is_not_found(world_a, world_b):
+    client = client_for(world_a.owner)
+    assert client.get(f"/w/{world_b.workspace.slug}/billing/").status_code == 404
+    assert client.get(f"/w/{world_b.workspace.slug}/billing/history.csv").status_code == 404
+
+
+def test_owner_switches_plan_and_it_is_audited(world_a, standard_plans):
+    client = client_for(world_a.owner)
+    response = client.post(f"/w/{world_a.workspace.slug}/billing/plan/", {"plan": "team"})
+    assert response.status_code == 302
+    world_a.workspace.refresh_from_db()
+    assert world_a.workspace.plan is not None and world_a.workspace.plan.code == "team"
+    row = AuditLog.objects.filter(workspace=world_a.workspace, action="billing.plan_changed").get()
+    assert row.metadata["changes"]["plan"] == {"from": "free", "to": "team"}
+    Plan.objects.create(code="secret", name="Negotiated", byok_fee_rate=Decimal("0.01"), public=False)
+    client.post(f"/w/{world_a.workspace.slug}/billing/plan/", {"plan": "secret"})
+    world_a.workspace.refresh_from_db()
+    assert world_a.workspace.plan.code == "team"  # a non-public plan cannot be chosen
+
+
+def test_billing_profile_validates_and_audits(world_a):
+    client = client_for(world_a.owner)
+    url = f"/w/{world_a.workspace.slug}/billing/profile/"
+    bad = client.post(url, {"legal_name": "Acme\x00 GmbH", "country": "DE", "tax_id": "DE12"})
+    assert bad.status_code == 400 and "not a valid DE VAT number" in bad.content.decode()
+    assert not BillingProfile.objects.filter(workspace=world_a.workspace, tax_id__gt="").exists()
+    bad_email = client.post(url, {"billing_emails": "ap@acme.example, not-an-email"})
+    assert bad_email.status_code == 400 and "not an email address" in bad_email.content.decode()
+    ok = client.post(
+        url,
+        {
+            "legal_name": "Acme\x00 GmbH",
+            "address_line1": "Hauptstraße 1",
+            "city": "Berlin",
+            "country": "de",
+            "tax_id": "DE 123 456 789",
+            "billing_emails": "AP@acme.example; ap@acme.example, cfo@acme.example",
+        },
+    )
+    assert ok.status_code == 302
+    profile = BillingProfile.objects.get(workspace=world_a.workspace)
+    assert (profile.legal_name, profile.country, profile.tax_id) == ("Acme GmbH", "DE", "DE123456789")
+    assert profile.billing_emails == ["ap@acme.example", "cfo@acme.example"]
+    assert AuditLog.objects.filter(workspace=world_a.workspace, action="billing.profile_updated").count() == 1
+
+
+def test_finance_can_edit_the_profile_but_a_viewer_cannot(world_a, member_client):
+    viewer = make_user()
+    Membership.objects.create(workspace=world_a.workspace, user=viewer, role=Role.VIEWER)
+    url = f"/w/{world_a.workspace.slug}/billing/profile/"
+    assert client_for(viewer).post(url, {"legal_name": "X"}).status_code == 403
+    finance, _ = member_client(Role.FINANCE)
+    assert finance.post(url, {"legal_name": "Acme Ltd", "country": "GB"}).status_code == 302
+    assert BillingProfile.objects.get(workspace=world_a.workspace).legal_name == "Acme Ltd"
+
+
+def test_ledger_history_filters_and_exports_everything_it_matches(world_a):
+    ws = world_a.workspace
+    ledger_grant_post(workspace=ws, amount_usd="5", idempotency_key="g1", memo="=HYPERLINK(evil)")
+    from django.db import transaction
+
+    with transaction.atomic():
+        for i in range(60):  # more than a page
+            ledger_post(workspace_id=ws.pk, kind=LedgerEntry.Kind.USAGE, amount_nanos=-1_234, idempotency_key=f"u{i}")
+    client = client_for(world_a.owner)
+    page = client.get(f"/w/{ws.slug}/billing/history/?kind=usage")
+    assert page.status_code == 200 and "Older" in page.content.decode()
+    assert page.content.decode().count("<td>Usage</td>") == 50
+    bad = client.get(f"/w/{ws.slug}/billing/history/?from=2026-13-40")
+    assert bad.status_code == 400 and "is not a date" in bad.content.decode()
+
+    export = client.get(f"/w/{ws.slug}/billing/history.csv?kind=usage")
+    rows = list(csv.reader(io.StringIO(b"".join(export.streaming_content).decode())))
+    assert rows[0][:4] == ["created_at_utc", "kind", "amount_usd", "amount_nanos"]
+    assert len(rows) == 61 and {r[1] for r in rows[1:]} == {"usage"}
+    assert rows[1][2] == "-0.000001234" and rows[1][3] == "-1234"
+    everything = client.get(f"/w/{ws.slug}/billing/history.csv")
+    grant = [r for r in csv.reader(io.StringIO(b"".join(everything.streaming_content).decode())) if r[1] == "grant"]
+    assert grant[0][4] == "'=HYPERLINK(evil)"  # no formula injection in spreadsheets
+
+
+def test_sub_cent_amounts_never_read_as_zero():
+    assert usd_cents(4_200_000) == "$0.0042"
+    assert usd_cents(-1_234) == "-$0.0000012"
+    assert usd_cents(12_345_000_000) == "$12.35"
+    assert usd_cents(0) == "$0.00"
