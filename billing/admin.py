@@ -2,7 +2,17 @@ from django.contrib import admin
 
 from billing import services
 from billing.catalog import PRICE_FIELDS
-from billing.models import LedgerEntry, ModelPrice, Plan, WorkspaceModelPrice
+from billing.models import (
+    BillingAccount,
+    Invoice,
+    LedgerEntry,
+    ModelPrice,
+    Plan,
+    Statement,
+    StripeEvent,
+    TopUp,
+    WorkspaceModelPrice,
+)
 from contracts.pricing import Price
 from tenants.admin import ServiceAdmin
 
@@ -27,11 +37,11 @@ class LedgerEntryAdmin(admin.ModelAdmin):
 class PlanAdmin(ServiceAdmin):
     """Plans through billing.services: audited platform-wide, every workspace's cached rates dropped."""
 
-    list_display = ["name", "code", "byok_fee_rate", "managed_markup_rate", "is_default"]
+    list_display = ["name", "code", "byok_fee_rate", "managed_markup_rate", "is_default", "public"]
 
     def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
-        terms = {name: form.cleaned_data[name] for name in ("code", "name", "byok_fee_rate", "managed_markup_rate")}
-        terms["is_default"] = form.cleaned_data["is_default"]
+        names = ("code", "name", "byok_fee_rate", "managed_markup_rate", "is_default", "public", "description")
+        terms = {name: form.cleaned_data[name] for name in names}
         if change:
             self.run(request, services.plan_update, plan=obj, **terms)
         else:
@@ -120,3 +130,52 @@ class UsageDeadLetterAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
         return False
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Billing records operators look at but never type in: every write goes through billing.services
+    (webhooks, Checkout, auto-recharge, invoice finalization), which keep the ledger and the documents
+    consistent and audited. Invoices are immutable by law; a correction is a credit note."""
+
+    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+        return False
+
+    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+
+@admin.register(TopUp)
+class TopUpAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "workspace", "source", "status", "amount_nanos", "tax_cents", "refunded_cents"]
+    list_filter = ["source", "status"]
+    search_fields = ["workspace__name", "stripe_checkout_session_id", "stripe_payment_intent_id"]
+
+
+@admin.register(Invoice)
+class InvoiceAdmin(ReadOnlyAdmin):
+    list_display = ["number", "issued_at", "workspace", "kind", "net_cents", "tax_cents", "total_cents"]
+    list_filter = ["kind"]
+    search_fields = ["number", "workspace__name", "payment_reference"]
+
+
+@admin.register(Statement)
+class StatementAdmin(ReadOnlyAdmin):
+    list_display = ["period_start", "workspace", "kind", "opening_cents", "closing_cents", "emailed_at"]
+    list_filter = ["kind"]
+    search_fields = ["workspace__name"]
+
+
+@admin.register(StripeEvent)
+class StripeEventAdmin(ReadOnlyAdmin):
+    list_display = ["received_at", "event_id", "type", "workspace_id", "outcome"]
+    list_filter = ["type"]
+    search_fields = ["event_id", "outcome"]
+
+
+@admin.register(BillingAccount)
+class BillingAccountAdmin(ReadOnlyAdmin):
+    list_display = ["workspace", "card_brand", "card_last4", "auto_recharge_enabled", "auto_recharge_failures"]
+    search_fields = ["workspace__name", "stripe_customer_id"]

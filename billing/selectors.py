@@ -11,7 +11,7 @@ import redis
 from django.conf import settings
 from django.db.models import Q, QuerySet, Sum
 
-from billing.models import Invoice, LedgerEntry, Statement, UsageEvent, UsageRollup, WorkspaceBalance
+from billing.models import Invoice, LedgerEntry, Plan, Statement, UsageEvent, UsageRollup, WorkspaceBalance
 from contracts import balance
 from tenants.models import Workspace
 
@@ -132,3 +132,15 @@ def invoices_list(*, workspace: Workspace, limit: int = 50) -> list[Invoice]:
 
 def statements_list(*, workspace: Workspace, limit: int = 50) -> list[Statement]:
     return list(Statement.objects.filter(workspace=workspace).order_by("-period_start", "-issued_at")[:limit])
+
+
+def plan_of(*, workspace: Workspace) -> Plan | None:
+    """The workspace's plan, or the default plan if it has none (None if there is no default either)."""
+    return workspace.plan or Plan.objects.filter(is_default=True).first()
+
+
+def needs_credit(*, workspace: Workspace, plan: Plan | None) -> bool:
+    """Whether some of the workspace's requests can cost it money (BRIEF: only those need a balance)."""
+    if plan is not None and plan.byok_fee_rate > 0:
+        return True
+    return workspace.managed_access

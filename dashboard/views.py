@@ -90,6 +90,7 @@ def overview(request: HttpRequest, slug: str) -> HttpResponse:
     credentials = list(selectors.provider_credentials_list(workspace=workspace))
     keys = list(selectors.gateway_keys_list(workspace=workspace, include_revoked=False))
     balance_nanos, _ = billing_selectors.workspace_balance(workspace_id=workspace.pk)
+    plan = billing_selectors.plan_of(workspace=workspace)
     since = timezone.now() - timedelta(hours=24)
     by_model = billing_selectors.usage_by_model(workspace=workspace, since=since)
     return render(
@@ -101,6 +102,8 @@ def overview(request: HttpRequest, slug: str) -> HttpResponse:
             credentials=credentials,
             keys=keys,
             balance_nanos=balance_nanos,
+            plan=plan,
+            needs_credit=billing_selectors.needs_credit(workspace=workspace, plan=plan),
             by_model=by_model,
             totals={
                 "requests": sum(m.requests for m in by_model),

@@ -42,6 +42,8 @@ def _clean_plan(
     byok_fee_rate: Any,
     managed_markup_rate: Any,
     is_default: bool,
+    public: bool = False,
+    description: str = "",
 ) -> dict[str, Any]:
     code = (code or "").strip()
     if not _PLAN_CODE.match(code):
@@ -63,7 +65,17 @@ def _clean_plan(
         raise ApplicationError(
             "Another plan is the default; make it not the default first.", extra={"field": "is_default"}
         )
-    return {"code": code, "name": name, **rates, "is_default": bool(is_default)}
+    description = (description or "").strip()
+    if len(description) > 300 or "\x00" in description:
+        raise ApplicationError("A plan description is at most 300 characters.", extra={"field": "description"})
+    return {
+        "code": code,
+        "name": name,
+        **rates,
+        "is_default": bool(is_default),
+        "public": bool(public),
+        "description": description,
+    }
 
 
 @transaction.atomic
@@ -74,6 +86,8 @@ def plan_create(
     byok_fee_rate: Any,
     managed_markup_rate: Any,
     is_default: bool = False,
+    public: bool = False,
+    description: str = "",
     acting_user: User,
     ip: str | None = None,
 ) -> Plan:
@@ -85,6 +99,8 @@ def plan_create(
         byok_fee_rate=byok_fee_rate,
         managed_markup_rate=managed_markup_rate,
         is_default=is_default,
+        public=public,
+        description=description,
     )
     plan = Plan.objects.create(**values)
     changes = audit_changes(dict.fromkeys(values), values)
@@ -110,10 +126,13 @@ def plan_update(
     byok_fee_rate: Any,
     managed_markup_rate: Any,
     is_default: bool,
+    public: bool | None = None,
+    description: str | None = None,
     acting_user: User,
     ip: str | None = None,
 ) -> Plan:
-    """Change a plan's terms. Every workspace's cached charge rates are dropped once it commits."""
+    """Change a plan's terms. Every workspace's cached charge rates are dropped once it commits.
+    `public` and `description` left None keep their values."""
     extra = operator_metadata(acting_user)
     row = Plan.objects.select_for_update().get(pk=plan.pk)
     values = _clean_plan(
@@ -123,6 +142,8 @@ def plan_update(
         byok_fee_rate=byok_fee_rate,
         managed_markup_rate=managed_markup_rate,
         is_default=is_default,
+        public=row.public if public is None else public,
+        description=row.description if description is None else description,
     )
     changes = audit_changes({name: getattr(row, name) for name in values}, values)
     if not changes:

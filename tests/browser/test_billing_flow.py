@@ -93,6 +93,14 @@ def test_free_first_request_then_fee_plan_402_then_top_up_and_documents(
     csv_text = download(page, row.get_by_role("link", name=f"{invoice.number} as CSV")).decode()
     assert invoice.number in csv_text and "25.00" in csv_text
 
+    # no horizontal overflow on the billing pages, wide or on a phone
+    for width in (1280, 390):
+        page.set_viewport_size({"width": width, "height": 900})
+        for path in ("/w/billing-co/billing/", "/w/billing-co/billing/history/", "/w/billing-co/billing/profile/"):
+            page.goto(path)
+            overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 0, f"{path} overflows by {overflow}px at {width}px"
+
     # a finance member logs in, lands on Billing and downloads this month's statement
     finance = User.objects.create_user(email="finance@example.com", password=PASSWORD)
     from allauth.account.models import EmailAddress

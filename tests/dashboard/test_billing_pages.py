@@ -130,3 +130,28 @@ def test_sub_cent_amounts_never_read_as_zero():
     assert usd_cents(-1_234) == "-$0.0000012"
     assert usd_cents(12_345_000_000) == "$12.35"
     assert usd_cents(0) == "$0.00"
+
+
+def test_audit_log_shows_dollars_and_changes_in_words(world_a, standard_plans):
+    from billing.models import BillingAccount
+    from billing.services import auto_recharge_update
+
+    client = client_for(world_a.owner)
+    client.post(f"/w/{world_a.workspace.slug}/billing/plan/", {"plan": "team"})
+    BillingAccount.objects.create(workspace=world_a.workspace, payment_method_id="pm_x", card_last4="4242")
+    auto_recharge_update(
+        workspace=world_a.workspace, acting_user=world_a.owner, enabled=True, threshold_usd="5", amount_usd="20"
+    )
+    html = client.get(f"/w/{world_a.workspace.slug}/audit/").content.decode()
+    assert "plan: free → team" in html
+    assert "auto recharge threshold: — → $5.00" in html or "auto recharge threshold: $0.00 → $5.00" in html
+    assert "000000000" not in html  # no nano-USD figures
+
+
+def test_overview_says_whether_credit_is_needed(world_a, standard_plans):
+    client = client_for(world_a.owner)
+    free = client.get(f"/w/{world_a.workspace.slug}/").content.decode()
+    assert "No credit needed" in free
+    client.post(f"/w/{world_a.workspace.slug}/billing/plan/", {"plan": "team"})
+    fee = client.get(f"/w/{world_a.workspace.slug}/").content.decode()
+    assert "Add credit" in fee and f"/w/{world_a.workspace.slug}/billing/#add-credit" in fee

@@ -351,8 +351,8 @@ def test_operator_creates_changes_and_deletes_a_plan(admin_client, operator, mak
     assert_by_operator(only_new_row(before), operator, "plan.deleted")
 
 
-def test_a_refused_plan_is_shown_on_the_form_and_not_saved(admin_client):
-    Plan.objects.create(code="free", name="Free", is_default=True)
+def test_a_refused_plan_is_shown_on_the_form_and_not_saved(admin_client, standard_plans):
+    assert Plan.objects.filter(is_default=True).exists()  # Free BYOK, from migration 0006
     before = audit_ids()
     for form, field in (
         (plan_form(is_default="on"), None),
@@ -367,7 +367,7 @@ def test_a_refused_plan_is_shown_on_the_form_and_not_saved(admin_client):
 
 
 def test_operator_moves_a_workspace_to_a_plan(admin_client, operator, workspace, owner, r):
-    plan = Plan.objects.create(code="team", name="Team", managed_markup_rate=Decimal("0.1"))
+    plan = Plan.objects.create(code="enterprise", name="Enterprise", managed_markup_rate=Decimal("0.1"))
     doc = stale(r, workspace_doc_key(workspace.pk))
     before = audit_ids()
 
@@ -403,7 +403,7 @@ def test_operator_moves_a_workspace_to_a_plan(admin_client, operator, workspace,
     for row in rows.values():
         assert_by_operator(row, operator, row.action)
     assert rows["workspace.billing_updated"].metadata["changes"] == {
-        "plan": {"from": None, "to": "team"},
+        "plan": {"from": None, "to": "enterprise"},
         "managed_access": {"from": False, "to": True},
     }
     assert r.get(doc) != STALE
