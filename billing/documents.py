@@ -32,7 +32,6 @@ from fpdf.fonts import FontFace
 
 from billing.models import Invoice, Statement
 from billing.statements import (
-    REQUEST_LINE,
     ROUNDING_RULE,
     TOKEN_TYPE_LABELS,
     UNITEMISED_LINE,
@@ -401,7 +400,7 @@ def _unit_price_text(line: UsageLine) -> str:
     price = line.unit_price_usd
     if price is None:
         return ""
-    return f"${decimal_text(price)}/{'req' if line.token_type == REQUEST_LINE else '1M'}"
+    return f"${decimal_text(price)}/{line.price_suffix}"
 
 
 def statement_pdf(statement: Statement) -> bytes:
@@ -438,7 +437,8 @@ def statement_pdf(statement: Statement) -> bytes:
         )
         doc.line_text(
             "Amounts are charges to the prepaid balance. Quantity is tokens, or requests for per-request fees. "
-            "Unit price = the line's exact amount / its quantity, in USD per 1M tokens (/1M) or per request (/req).",
+            "Unit price = the line's exact amount / its quantity, in USD per 1M tokens (/1M), per request (/req) "
+            "or per web search (/search).",
             size=7.5,
         )
     return doc.render()

@@ -82,7 +82,7 @@ EVENT_COLUMNS = (
     "request_id, workspace_id, key_id, credential_id, provider, credential_kind, model_requested, model_served, "
     "status, error_code, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, "
     "cost_nanos, charge_nanos, priced, estimated, stream, latency_ms, ttfb_ms, end_user, metadata, "
-    "started_at, finished_at, ingested_at, clamped"
+    "started_at, finished_at, ingested_at, clamped, units"
 )
 _N_COLUMNS = EVENT_COLUMNS.count(",") + 1
 ROLLUP_SUMS = (
@@ -191,6 +191,7 @@ def _insert_events(events: list[UsageEvent], *, now: datetime) -> set[str]:
                 _ts(e.finished_at_ms),
                 now,
                 e.clamped,
+                _json(e.units),
             ]
         )
     placeholders = ", ".join(["(" + ", ".join(["%s"] * _N_COLUMNS) + ")"] * len(events))

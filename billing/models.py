@@ -174,6 +174,15 @@ class UsageEvent(models.Model):
     cache_write_tokens = models.BigIntegerField(default=0)
     output_tokens = models.BigIntegerField(default=0)
     reasoning_tokens = models.BigIntegerField(default=0)
+    # Billable units by fee name ({"web_search": 2}); {} for none. A JSON object rather than a column per
+    # unit: the names are the catalog's open-ended `fees` keys, so a new fee needs no migration.
+    # db_default: ingesters of the previous release, which do not name the column, keep working.
+    units = models.JSONField(
+        default=dict,
+        db_default=models.Value({}, output_field=models.JSONField()),
+        blank=True,
+        help_text="Billable units by fee name, e.g. web searches.",
+    )
     cost_nanos = models.BigIntegerField(null=True, blank=True, help_text="Provider cost; null = unpriced.")
     charge_nanos = models.BigIntegerField(default=0)
     priced = models.BooleanField(default=True)

@@ -10,11 +10,13 @@ Where the numbers come from:
   credential kind (byok / managed); each group's exact charge (sum of `charge_nanos`) is split over its
   token types (input, cached input, cache write, output, reasoning) in proportion to tokens x the list
   price of that type (the workspace's own price for the model, else the catalog's, with the fallbacks of
-  contracts.pricing), plus a `request` line for per-request fees (requests x fee). The plan's rate is the
-  same factor on every type of an event, so the proportion is the one the charge was made of; a group
-  without a price splits by tokens, and a group without tokens is one `request` line. Splits of nano-USD
-  are exact integers (largest remainder). Unit price shown = the line's exact amount / its quantity (USD
-  per 1M tokens, or per request).
+  contracts.pricing), plus a `request` line for per-request fees (requests x fee) and one line per billable
+  unit type the events carry (`fee:web_search`: web searches x the price's fee for them; the events'
+  `units`, summed per group). The plan's rate is the same factor on every type of an event, so the
+  proportion is the one the charge was made of; a group without a price splits by tokens, and a group
+  without tokens is one `request` line. Splits of nano-USD are exact integers (largest remainder). Unit
+  price shown = the line's exact amount / its quantity (USD per 1M tokens, per request, or per unit such
+  as a search).
 
 THE ROUNDING RULE (ROUNDING_RULE below; docs/billing.md; the footer of every statement):
   round(x) = x nano-USD to the nearest cent, half a cent away from zero.
@@ -49,7 +51,7 @@ from django.utils import timezone
 from billing.contacts import billing_contacts
 from billing.models import LedgerEntry, ModelPrice, Statement, UsageEvent, WorkspaceModelPrice
 from config.errors import ApplicationError
-from contracts.pricing import Price, Usage, cost_breakdown_usd
+from contracts.pricing import FEE_PREFIX, WEB_SEARCH, Price, Usage, cost_breakdown_usd
 from tenants.models import User, Workspace
 from tenants.roles import Perm
 from tenants.services import require_permission
@@ -61,6 +63,9 @@ KIND_ORDER: tuple[str, ...] = tuple(LedgerEntry.Kind.values)  # topup, grant, us
 TOKEN_TYPES: tuple[str, ...] = ("input", "cached_input", "cache_write", "output", "reasoning")
 REQUEST_LINE = "request"
 UNITEMISED_LINE = "unitemised"
+# Lines of billable units: FEE_PREFIX + the unit's fee name ("fee:web_search"). Label, unit (plural) and
+# what its unit price is per, for the units the proxy reports; another name shows as itself.
+FEE_UNITS: dict[str, tuple[str, str, str]] = {WEB_SEARCH: ("Web searches", "searches", "search")}
 TOKEN_TYPE_LABELS = {
     "input": "Input",
     "cached_input": "Cached input",
@@ -69,6 +74,7 @@ TOKEN_TYPE_LABELS = {
     "reasoning": "Reasoning",
     REQUEST_LINE: "Per-request fees",
     UNITEMISED_LINE: "Usage not itemised",
+    **{FEE_PREFIX + name: label for name, (label, _, _) in FEE_UNITS.items()},
 }
 STATEMENT_GRACE = timedelta(minutes=15)  # let transactions stamped before midnight commit before issuing
 RULE_ID = "cumulative-half-up-v1"
@@ -127,25 +133,43 @@ class UsageLine:
     provider: str
     model: str
     credential_kind: str
-    token_type: str  # one of TOKEN_TYPES, REQUEST_LINE or UNITEMISED_LINE
-    quantity: int  # tokens, or requests for a `request` line
+    token_type: str  # one of TOKEN_TYPES, REQUEST_LINE, UNITEMISED_LINE or FEE_PREFIX + a unit name
+    quantity: int  # tokens, requests for a `request` line, units (e.g. searches) for a fee line
     nanos: int  # exact amount charged (positive = a debit of the balance)
     cents: int  # its share of the usage total, in cents (positive = charged)
 
     @property
+    def fee_unit(self) -> str | None:
+        """The billable unit of a fee line (`web_search`), else None."""
+        return self.token_type.removeprefix(FEE_PREFIX) if self.token_type.startswith(FEE_PREFIX) else None
+
+    @property
     def unit(self) -> str:
+        fee = self.fee_unit
+        if fee is not None:
+            return FEE_UNITS[fee][1] if fee in FEE_UNITS else fee
         return "requests" if self.token_type == REQUEST_LINE else "tokens"
 
     @property
     def price_per(self) -> str:
+        fee = self.fee_unit
+        if fee is not None:
+            return FEE_UNITS[fee][2] if fee in FEE_UNITS else fee
         return "request" if self.token_type == REQUEST_LINE else "1M tokens"
 
     @property
+    def price_suffix(self) -> str:
+        """Short form of `price_per` for a unit price: `req`, `1M` or the unit (`search`)."""
+        if self.fee_unit is not None:
+            return self.price_per
+        return "req" if self.token_type == REQUEST_LINE else "1M"
+
+    @property
     def unit_price_usd(self) -> Decimal | None:
-        """The exact amount / quantity: USD per 1M tokens (6 decimals) or per request (9 decimals)."""
+        """The exact amount / quantity: USD per 1M tokens (6 decimals), per request or per unit (9 decimals)."""
         if self.quantity <= 0 or self.token_type == UNITEMISED_LINE:
             return None
-        if self.token_type == REQUEST_LINE:
+        if self.token_type == REQUEST_LINE or self.fee_unit is not None:
             return (Decimal(self.nanos) / self.quantity / 10**9).quantize(Decimal("1e-9"), rounding=ROUND_HALF_UP)
         return (Decimal(self.nanos) / self.quantity / 1000).quantize(Decimal("1e-6"), rounding=ROUND_HALF_UP)
 
@@ -235,12 +259,15 @@ def _list_price(*, workspace_id: int, provider: str, model: str) -> Price | None
     return row.to_price() if row is not None else None
 
 
-def _group_lines(*, workspace_id: int, group: dict[str, Any]) -> list[UsageLine]:
-    """The lines of one provider x model x credential kind, sharing its exact charge (nanos only)."""
+def _group_lines(*, workspace_id: int, group: dict[str, Any], units: dict[str, int]) -> list[UsageLine]:
+    """The lines of one provider x model x credential kind, sharing its exact charge (nanos only). `units`:
+    the group's billable unit counts by name (web searches), one line each."""
     tokens = {t: int(group[t] or 0) for t in TOKEN_TYPES}
     requests, charge = int(group["requests"]), int(group["charge"] or 0)
     price = _list_price(workspace_id=workspace_id, provider=group["provider"], model=group["model"])
-    types = [*TOKEN_TYPES, REQUEST_LINE]
+    unit_names = sorted(name for name, count in units.items() if count > 0)
+    fee_types = [FEE_PREFIX + name for name in unit_names]
+    types = [*TOKEN_TYPES, REQUEST_LINE, *fee_types]
     weights: list[Fraction] = []
     if price is not None:
         usage = Usage(
@@ -249,15 +276,17 @@ def _group_lines(*, workspace_id: int, group: dict[str, Any]) -> list[UsageLine]
             cache_write=max(tokens["cache_write"], 0),
             output=max(tokens["output"], 0),
             reasoning=max(tokens["reasoning"], 0),
+            units=tuple((name, units[name]) for name in unit_names),
         )
         cost = cost_breakdown_usd(price, usage)
         weights = [Fraction(cost[t]) for t in TOKEN_TYPES] + [Fraction(requests * price.request_fee)]
+        weights += [Fraction(cost.get(t, 0)) for t in fee_types]  # a unit the price has no fee for: 0
     if not any(weights):
-        weights = [Fraction(tokens[t]) for t in TOKEN_TYPES] + [Fraction(0)]
+        weights = [Fraction(tokens[t]) for t in TOKEN_TYPES] + [Fraction(0)] * (1 + len(fee_types))
     if not any(weights):
-        weights = [Fraction(0)] * len(TOKEN_TYPES) + [Fraction(1)]
+        weights = [Fraction(0)] * len(TOKEN_TYPES) + [Fraction(1)] + [Fraction(0)] * len(fee_types)
     amounts = allocate(charge, weights)
-    quantities = [*(tokens[t] for t in TOKEN_TYPES), requests]
+    quantities = [*(tokens[t] for t in TOKEN_TYPES), requests, *(units[name] for name in unit_names)]
     return [
         UsageLine(
             provider=group["provider"],
@@ -289,12 +318,37 @@ def _usage_lines(*, workspace_id: int, period_start: datetime, period_end: datet
         )
         .order_by("provider", "served", "credential_kind")
     )
+    units = _group_units(workspace_id=workspace_id, period_start=period_start, period_end=period_end)
     lines: list[UsageLine] = []
     for group in groups:
         row: dict[str, Any] = dict(group)
         row["model"] = row.pop("served")
-        lines.extend(_group_lines(workspace_id=workspace_id, group=row))
+        key = (row["provider"], row["model"], row["credential_kind"])
+        lines.extend(_group_lines(workspace_id=workspace_id, group=row, units=units.get(key, {})))
     return lines
+
+
+_GROUP_UNITS_SQL = """
+SELECT e.provider, COALESCE(NULLIF(e.model_served, ''), e.model_requested) AS served, e.credential_kind,
+       u.key, SUM(u.value::numeric)
+FROM billing_usageevent e CROSS JOIN LATERAL jsonb_each(e.units) AS u(key, value)
+WHERE e.workspace_id = %s AND e.ingested_at >= %s AND e.ingested_at < %s
+  AND e.units <> '{}'::jsonb AND jsonb_typeof(u.value) = 'number'
+GROUP BY 1, 2, 3, 4
+"""
+
+
+def _group_units(
+    *, workspace_id: int, period_start: datetime, period_end: datetime
+) -> dict[tuple[str, str, str], dict[str, int]]:
+    """The billable units of the period's events, summed per provider x model served x credential kind and
+    unit name (the same groups as the token sums). Only events that carry units are read."""
+    out: dict[tuple[str, str, str], dict[str, int]] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(_GROUP_UNITS_SQL, [workspace_id, period_start, period_end])
+        for provider, served, credential_kind, name, total in cursor.fetchall():
+            out.setdefault((provider, served, credential_kind), {})[name] = int(total)
+    return out
 
 
 def build_statement(*, workspace_id: int, period_start: datetime, period_end: datetime) -> StatementData:

@@ -15,13 +15,16 @@ attribute), so events spooled or streamed by an older proxy during a deploy are 
 Sanitizing (the boundary): `to_fields` and `from_fields` both run `UsageEvent.sanitize`, so no single
 value that its column would refuse reaches the ingester, whoever wrote the entry: every string is valid
 UTF-8 without NUL and at most its column's length; `metadata` is a JSON object without NUL, at most
-`METADATA_MAX_BYTES` serialized and `METADATA_MAX_DEPTH` deep; every integer is clamped to its column's
+`METADATA_MAX_BYTES` serialized and `METADATA_MAX_DEPTH` deep; `units` (billable unit counts, e.g.
+`{"web_search": 2}`) keeps at most `MAX_UNIT_TYPES` names that match `UNIT_NAME` (others are dropped) with
+counts clamped like token counts (0..MAX_TOKENS); every integer is clamped to its column's
 range (negatives to 0; the status to 999, three digits; timestamps to what a Python datetime holds; the
 charge to what the Lua scripts accept). What still fails in Postgres (a deleted gateway key, a sum that
 overflows) is isolated by billing.ingest. An event that was altered has
 `clamped = True` and the alteration is logged (field names only, never values). Values that cannot be
 repaired without misattributing usage (a workspace or key id that is not a positive 64-bit integer, an
-empty request id, a field of the wrong kind) raise ValueError: the ingester dead-letters such an entry.
+empty request id, a field of the wrong kind, `units` that is not an object) raise ValueError: the
+ingester dead-letters such an entry.
 Nothing needs fixing on the proxy's normal path, and the checks are then a few comparisons per field.
 """
 
@@ -31,6 +34,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -59,6 +63,10 @@ MAX_TOKENS = 10**12
 MAX_TIMESTAMP_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instant a Python datetime holds
 METADATA_MAX_BYTES = 4096
 METADATA_MAX_DEPTH = 8  # the tags object itself is depth 1
+# `units`: billable unit counts keyed by the catalog's fee names (contracts.pricing: `web_search`, ...).
+# An event without the field (a proxy of an earlier release) decodes with no units.
+UNIT_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+MAX_UNIT_TYPES = 16
 
 # Column lengths of billing.UsageEvent (`user` is stored as `end_user`).
 STRING_LIMITS: dict[str, int] = {
@@ -108,6 +116,7 @@ class UsageEvent:
     cache_write_tokens: int = 0
     output_tokens: int = 0
     reasoning_tokens: int = 0
+    units: dict[str, int] = field(default_factory=dict)  # billable units, e.g. {"web_search": 2}
     cost_nanos: int | None = None  # provider cost; None = unpriced
     charge_nanos: int = 0  # what the balance is charged (0 when unpriced: flagged, never silent)
     priced: bool = True
@@ -160,6 +169,12 @@ class UsageEvent:
                 if type(value) is not int or value not in (0, 1):
                     raise ValueError(f"{name} is not a boolean")
                 setattr(self, name, bool(value))
+        units = self.units
+        if type(units) is not dict or (units and not _units_fit(units)):
+            fixed_units = {} if units is None else _clean_units(units)
+            if units is not None and fixed_units != units:
+                altered.append("units")
+            self.units = fixed_units
         if not _metadata_fits(self.metadata):
             fixed_metadata = _clean_metadata(self.metadata)
             if fixed_metadata != self.metadata:
@@ -309,6 +324,32 @@ def _request_id(value: Any) -> str:
         return text
     digest = hashlib.sha256(str(value).encode("utf-8", "surrogatepass")).hexdigest()[:23]
     return f"{text[:40]}~{digest}"
+
+
+def _units_fit(value: Any) -> bool:
+    """The fast check: a small object of valid unit names to ints in range."""
+    if type(value) is not dict or len(value) > MAX_UNIT_TYPES:
+        return False
+    for name, count in value.items():
+        if type(name) is not str or UNIT_NAME.fullmatch(name) is None:
+            return False
+        if type(count) is not int or not 0 <= count <= MAX_TOKENS:
+            return False
+    return True
+
+
+def _clean_units(value: Any) -> dict[str, int]:
+    """The unit counts as an object that fits: names that are not unit names are dropped, counts clamped to
+    0..MAX_TOKENS (ints, floats and decimal strings accepted, as for tokens), at most MAX_UNIT_TYPES names
+    (the first ones in name order). Not an object: ValueError."""
+    if not isinstance(value, dict):
+        raise ValueError("units is not an object")
+    out: dict[str, int] = {}
+    for name in sorted(k for k in value if isinstance(k, str) and UNIT_NAME.fullmatch(k)):
+        if len(out) == MAX_UNIT_TYPES:
+            break
+        out[name] = min(max(_as_int(f"units.{name}", value[name]), 0), MAX_TOKENS)
+    return out
 
 
 def _metadata_fits(value: Any) -> bool:

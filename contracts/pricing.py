@@ -16,8 +16,11 @@ Rules (written down once, here and in docs/price-catalog.md):
   tokens", cache reads and writes included). Inside a tier, a type without its own price falls
   back to the tier's input / output price, as in the base price.
 - Fees: `fees` maps a billable unit (e.g. `web_search`, `image_output`) to USD per unit. A fee is
-  charged only for the units a Usage carries in `units`; adapters do not report units today, so
-  fees are stored and shown but not yet charged (docs/price-catalog.md).
+  charged only for the units a Usage carries in `units` (`Usage.units`, keyed by the same names). The
+  provider adapters report `web_search` (WEB_SEARCH) today: Anthropic's server-side web searches,
+  OpenAI's Responses `web_search_call` items and OpenAI's search models in Chat Completions; the
+  other fees are stored and shown but not charged (docs/price-catalog.md). A unit the price has no fee
+  for costs nothing.
 - The exact cost is computed in Decimal (with enough precision that nothing is rounded on the way)
   and rounded once, half-up, to a whole nano-USD per request.
 - A model with no price is "unpriced": cost is None, never a silent 0.
@@ -33,6 +36,9 @@ from typing import Any
 NANOS_PER_USD = 1_000_000_000
 TOKENS_PER_PRICE_UNIT = 1_000_000
 TOKEN_TYPES = ("input", "cached_input", "cache_write", "output", "reasoning")
+# Billable units the provider adapters report (the names the catalog's `fees` use): one server-side web search.
+WEB_SEARCH = "web_search"
+FEE_PREFIX = "fee:"  # cost_breakdown_usd's key for a unit's fee: "fee:web_search"
 
 # Exact arithmetic: products of token counts and prices never lose a digit; if one ever would
 # (absurd inputs), Inexact is raised instead of a silently rounded amount.
@@ -182,7 +188,8 @@ class Price:
 @dataclass(frozen=True, slots=True)
 class Usage:
     """Normalised, disjoint token counts of one request, plus counts of billable units (server-side
-    tool calls, images) keyed by fee name; adapters do not fill `units` yet."""
+    tool calls, images) keyed by fee name. `units` is kept canonical: sorted by name, one entry per
+    name, no zero counts, so two usages that bill the same compare equal."""
 
     input: int = 0
     cached_input: int = 0
@@ -196,9 +203,24 @@ class Usage:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"token count {name} must be a non-negative int, got {value!r}")
+        if not self.units:
+            return
+        merged: dict[str, int] = {}
         for unit, count in self.units:
             if not isinstance(unit, str) or not isinstance(count, int) or isinstance(count, bool) or count < 0:
                 raise ValueError(f"unit count {unit!r} must be a non-negative int, got {count!r}")
+            if count:
+                merged[unit] = merged.get(unit, 0) + count
+        canonical = tuple(sorted(merged.items()))
+        if canonical != self.units:
+            object.__setattr__(self, "units", canonical)
+
+    def unit_count(self, name: str) -> int:
+        """How many `name` units (e.g. WEB_SEARCH) the request used."""
+        for unit, count in self.units:
+            if unit == name:
+                return count
+        return 0
 
     @property
     def prompt_tokens(self) -> int:
@@ -225,7 +247,7 @@ def cost_breakdown_usd(price: Price, usage: Usage) -> dict[str, Decimal]:
     fees = dict(price.fees)
     for name, count in usage.units:
         if count and name in fees:
-            key = f"fee:{name}"
+            key = FEE_PREFIX + name
             breakdown[key] = ctx.add(breakdown.get(key, Decimal(0)), ctx.multiply(Decimal(count), fees[name]))
     return breakdown
 

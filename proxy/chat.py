@@ -1,7 +1,8 @@
 """POST /v1/chat/completions: OpenAI's chat API, to every provider family.
 
 - OpenAI-format providers and Azure OpenAI: the body passes through (model name and the stream usage
-  option adjusted) and the provider's bytes come back untouched, inspected for usage on the way.
+  option adjusted) and the provider's bytes come back untouched, inspected for usage on the way (a
+  search model's completion also carries its web search: proxy.providers.openai_format).
 - Anthropic and Gemini: translated both ways (proxy.providers.anthropic / .gemini, via .targets),
   streams included (proxy.streams).
 """
@@ -70,6 +71,10 @@ class ChatCompletions(ModelEndpoint):
             return rate != 0  # priced after the answer, as the OpenAI model it served
         return super().may_charge(route, rate)
 
+    def web_searches_estimate(self, route: Route, body: dict[str, Any]) -> int:
+        """A search model's completion is one search."""
+        return 1 if openai_format.is_search_model(route.model) else 0
+
     def count_locally(self, x: Exchange) -> Usage:
         model = str(x.body.get("model", ""))
         return Usage(
@@ -90,10 +95,12 @@ class ChatCompletions(ModelEndpoint):
 
                 def cost_of(chunk: dict[str, Any]) -> dict[str, Any] | None:
                     """The cost members of a usage chunk the client asked for (priced by the model it names)."""
-                    usage = openai_format.usage_from_openai(chunk.get("usage"))
+                    outcome.model_served = str(chunk.get("model") or outcome.model_served)
+                    usage = openai_format.usage_from_openai(
+                        chunk.get("usage"), model=outcome.model_served or route.model
+                    )
                     if usage is None:
                         return None
-                    outcome.model_served = str(chunk.get("model") or outcome.model_served)
                     self._price_azure_by_served_model(x)
                     return x.cost_members(usage)
 
@@ -101,14 +108,15 @@ class ChatCompletions(ModelEndpoint):
                 await self.relay_stream(x, response, tap)
                 outcome.model_served = tap.model
                 self._price_azure_by_served_model(x)
-                usage = openai_format.usage_from_openai(tap.usage) if tap.usage is not None else None
+                served = tap.model or route.model
+                usage = openai_format.usage_from_openai(tap.usage, model=served) if tap.usage is not None else None
                 self.stream_finished(x, usage=usage, partial=None, text=tap.streamed_text)
                 return
             data = await self.read_json(x, response)
             outcome.model_served = str(data.get("model") or route.model)
             self._price_azure_by_served_model(x)
             # the provider's bytes as they came, the cost spliced into `usage` (proxy.costs)
-            usage = openai_format.usage_from_openai(data.get("usage"))
+            usage = openai_format.usage_from_openai(data.get("usage"), model=outcome.model_served)
             await self.send_json(x, data, usage=usage, raw=response.content)
         finally:
             response.close()

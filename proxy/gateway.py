@@ -31,7 +31,7 @@ import orjson
 
 from contracts.balance import clamp_amount
 from contracts.events import UsageEvent
-from contracts.pricing import Price, Tier, Usage, charge_nanos, cost_nanos
+from contracts.pricing import WEB_SEARCH, Price, Tier, Usage, charge_nanos, cost_nanos
 from contracts.providers import ProviderSpec, get_spec
 from proxy.auth import KeyContext
 from proxy.costs import Priced, add_cost, cost_members, splice_cost
@@ -50,6 +50,10 @@ BYTES_PER_TOKEN_ESTIMATE = 3  # generous: reserving a little more than needed is
 # itself caps `n` at 128.
 MAX_OUTPUT_TOKENS = 1_000_000
 MAX_CHOICES = 128
+# Web searches assumed for the reservation when a request offers a web search tool without a limit on its uses
+# (Anthropic's `max_uses`, the Responses API's `max_tool_calls`); a search costs ~$0.01.
+DEFAULT_WEB_SEARCH_ESTIMATE = 5
+MAX_WEB_SEARCH_ESTIMATE = 1000  # a larger limit is reserved as this many (the balance caps reservations anyway)
 OUTPUT_CAP_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 
 log = logging.getLogger("turnpike.proxy.gateway")
@@ -163,6 +167,24 @@ def can_cost_money(price: Price | None, rate: Decimal) -> bool:
     return bool(price.request_fee) or any(amount for _, amount in price.fees)
 
 
+def search_estimate(limit: Any) -> int:
+    """Web searches to reserve for a request that offers a web search tool: its limit on their uses when it
+    is a positive int (at most MAX_WEB_SEARCH_ESTIMATE), else DEFAULT_WEB_SEARCH_ESTIMATE."""
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+        return min(limit, MAX_WEB_SEARCH_ESTIMATE)
+    return DEFAULT_WEB_SEARCH_ESTIMATE
+
+
+def find_tool(tools: Any, type_prefix: str) -> dict[str, Any] | None:
+    """The first tool of a request's `tools` whose `type` starts with `type_prefix`."""
+    if not isinstance(tools, list):
+        return None
+    for tool in tools:
+        if isinstance(tool, dict) and isinstance(tool.get("type"), str) and tool["type"].startswith(type_prefix):
+            return tool
+    return None
+
+
 def usd(nanos: int | None) -> bytes:
     """The `x-turnpike-cost-usd` header value: exact decimal dollars, or `unpriced`."""
     if nanos is None:
@@ -205,8 +227,18 @@ class ModelEndpoint:
             cap = min(cap, model_max)  # the model cannot produce more, whatever the client allows
         n = body.get("n")
         choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
-        usage = Usage(input=body_bytes // BYTES_PER_TOKEN_ESTIMATE + 1, output=cap * choices)
+        searches = self.web_searches_estimate(route, body) if route.price.fees else 0
+        usage = Usage(
+            input=body_bytes // BYTES_PER_TOKEN_ESTIMATE + 1,
+            output=cap * choices,
+            units=((WEB_SEARCH, searches),) if searches else (),
+        )
         return charge_nanos(cost_nanos(route.price, usage), rate=rate) or 0
+
+    def web_searches_estimate(self, route: Route, body: dict[str, Any]) -> int:
+        """Server-side web searches this request may make, for its reservation (endpoints whose requests
+        can search say how many: `search_estimate`)."""
+        return 0
 
     def may_charge(self, route: Route, rate: Decimal) -> bool:
         """Whether this request can cost the workspace money, so that it needs a balance."""
@@ -499,6 +531,7 @@ class ModelEndpoint:
             cache_write_tokens=usage.cache_write,
             output_tokens=usage.output,
             reasoning_tokens=usage.reasoning,
+            units=dict(usage.units),
             cost_nanos=cost,
             charge_nanos=charge,
             priced=route is None or route.price is not None,
@@ -517,7 +550,8 @@ class ModelEndpoint:
 def estimate(counted: Usage, partial: Usage | None) -> Usage:
     """A stream's usage when the provider never sent its final count: the provider's own figures where it
     gave them before stopping (input, cached and cache-write tokens arrive first; output and reasoning
-    so far), and our count of the text where it is larger or the provider said nothing."""
+    so far), and our count of the text where it is larger or the provider said nothing. Billable units the
+    provider reported (web searches already made) are kept."""
     if partial is None:
         return counted
     return Usage(
@@ -526,6 +560,7 @@ def estimate(counted: Usage, partial: Usage | None) -> Usage:
         cache_write=partial.cache_write,
         output=max(partial.output, counted.output - partial.reasoning, 0),
         reasoning=partial.reasoning,
+        units=partial.units,
     )
 
 

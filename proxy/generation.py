@@ -10,10 +10,12 @@ workspace is a 404, exactly like an unknown one. Where the answer comes from:
    exists as soon as the response is complete, before the Celery ingester has stored the event;
 3. Postgres `billing_usageevent` (proxy.store.Store.usage_event), once ingested.
 
-The tokens, total provider cost and charge are the event's own. The cost per token type is computed
-at lookup from the price the proxy holds now (the workspace's own price for the model, else the
-catalog's), unrounded, so it can differ from the recorded total by the rounding to a nano-USD and by
-any price change since.
+The tokens, billable units (`units`: web searches, `{"web_search": 2}`), total provider cost and charge
+are the event's own. The cost per token type (and the request fee) and the cost per unit type (each
+unit's count × its fee, `{"web_search": 0.02}`) are computed at lookup from the price the proxy holds
+now (the workspace's own price for the model, else the catalog's), unrounded, so they can differ from
+the recorded total by the rounding to a nano-USD and by any price change since; together they add up to
+the provider cost before that rounding.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from redis.exceptions import RedisError
 
 from contracts.balance import generation_key
 from contracts.events import UsageEvent
-from contracts.pricing import Price, Usage, cost_breakdown_usd
+from contracts.pricing import FEE_PREFIX, Price, Usage, cost_breakdown_usd
 from proxy.auth import KeyContext
 from proxy.catalog import Catalog
 from proxy.costs import decimal_number, usd_number
@@ -115,12 +117,19 @@ def render(event: UsageEvent, price: Price | None) -> bytes:
         cache_write=event.cache_write_tokens,
         output=event.output_tokens,
         reasoning=event.reasoning_tokens,
+        units=tuple(event.units.items()),
     )
     per_type: dict[str, Any] | None = None
+    per_unit: dict[str, Any] | None = None
     if price is not None:
-        per_type = {
-            name: orjson.Fragment(decimal_number(amount)) for name, amount in cost_breakdown_usd(price, usage).items()
-        }
+        per_type, per_unit = {}, {}
+        for name, amount in cost_breakdown_usd(price, usage).items():
+            if name.startswith(FEE_PREFIX):
+                per_unit[name.removeprefix(FEE_PREFIX)] = orjson.Fragment(decimal_number(amount))
+            else:
+                per_type[name] = orjson.Fragment(decimal_number(amount))
+        for name, _ in usage.units:  # a unit the price has no fee for costs nothing
+            per_unit.setdefault(name, 0)
     data = {
         "id": event.request_id,
         "status": event.status,
@@ -139,7 +148,9 @@ def render(event: UsageEvent, price: Price | None) -> bytes:
             "output": usage.output,
             "reasoning": usage.reasoning,
         },
+        "units": dict(usage.units),
         "cost_per_token_type": per_type,
+        "cost_per_unit_type": per_unit,
         "total_cost": None if event.cost_nanos is None else orjson.Fragment(usd_number(event.cost_nanos)),
         "charge": orjson.Fragment(usd_number(event.charge_nanos)),
         "cost_nanos": event.cost_nanos,

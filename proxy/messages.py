@@ -18,9 +18,10 @@ import orjson
 
 from contracts.pricing import Usage
 from proxy.errors import ProxyError
-from proxy.gateway import Exchange, ModelEndpoint
+from proxy.gateway import Exchange, ModelEndpoint, find_tool, search_estimate
 from proxy.http import header, send_bytes
 from proxy.providers import anthropic, anthropic_compat, targets
+from proxy.routing import Route
 from proxy.sse import AnthropicUsageTap
 from proxy.streams import AnthropicSink, TranslatingTap, source_for
 from proxy.tokens import count_text
@@ -79,6 +80,11 @@ class Messages(ModelEndpoint):
             await self._native(x)
         else:
             await self._translated(x)
+
+    def web_searches_estimate(self, route: Route, body: dict[str, Any]) -> int:
+        """Anthropic's web search tool (`web_search_20250305`, …) searches up to its `max_uses` times."""
+        tool = find_tool(body.get("tools"), "web_search_")
+        return 0 if tool is None else search_estimate(tool.get("max_uses"))
 
     def count_locally(self, x: Exchange) -> Usage:
         model = str(x.body.get("model", ""))

@@ -3,20 +3,22 @@ servers and Azure OpenAI's v1 API, which implement it), streaming and not, with 
 
 The body goes upstream as sent (model name resolved); the provider's bytes come back untouched. Usage
 is read from the response's `usage`, or, streaming, from the terminal event (`response.completed`,
-`response.incomplete` or `response.failed`). Other providers get a 400 naming what is supported:
-translating the Responses API's server-side state (stored responses, `previous_response_id`, built-in
-tools) onto another provider cannot be done faithfully.
+`response.incomplete` or `response.failed`); its web searches are the `web_search_call` items of the
+response's `output` (proxy.providers.openai_format), charged at the catalog's `web_search` fee. Other
+providers get a 400 naming what is supported: translating the Responses API's server-side state (stored
+responses, `previous_response_id`, built-in tools) onto another provider cannot be done faithfully.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from contracts.pricing import Usage
+from contracts.pricing import WEB_SEARCH, Usage
 from contracts.providers import ProviderSpec
 from proxy.errors import ProxyError
-from proxy.gateway import Exchange, ModelEndpoint
+from proxy.gateway import Exchange, ModelEndpoint, find_tool, search_estimate
 from proxy.providers import azure, openai_format
+from proxy.routing import Route
 from proxy.sse import ResponsesUsageTap
 from proxy.tokens import count_text
 
@@ -70,6 +72,11 @@ class Responses(ModelEndpoint):
             code="unsupported_provider",
         )
 
+    def web_searches_estimate(self, route: Route, body: dict[str, Any]) -> int:
+        """The `web_search` tool (or `web_search_preview`) runs up to `max_tool_calls` times."""
+        tool = find_tool(body.get("tools"), "web_search")
+        return 0 if tool is None else search_estimate(body.get("max_tool_calls"))
+
     def count_locally(self, x: Exchange) -> Usage:
         model = str(x.body.get("model", ""))
         prompt = text_of_input(x.body.get("input")) + "\n" + str(x.body.get("instructions") or "")
@@ -89,18 +96,26 @@ class Responses(ModelEndpoint):
             if x.stream:
 
                 def cost_of(usage: dict[str, Any]) -> dict[str, Any] | None:
-                    reported = openai_format.usage_from_responses(usage)
+                    reported = openai_format.usage_from_responses(usage, web_searches=tap.web_searches)
                     return None if reported is None else x.cost_members(reported)
 
                 tap = ResponsesUsageTap(cost=cost_of)
                 await self.relay_stream(x, response, tap)
                 outcome.model_served = tap.model
-                usage = openai_format.usage_from_responses(tap.usage) if tap.complete and tap.usage else None
-                self.stream_finished(x, usage=usage, partial=None, text=tap.streamed_text)
+                searches = tap.web_searches
+                usage = (
+                    openai_format.usage_from_responses(tap.usage, web_searches=searches)
+                    if tap.complete and tap.usage
+                    else None
+                )
+                # cut short: the searches already made are still charged (with an estimate of the tokens)
+                partial = Usage(units=((WEB_SEARCH, searches),)) if searches else None
+                self.stream_finished(x, usage=usage, partial=partial, text=tap.streamed_text)
                 return
             data = await self.read_json(x, response)
             outcome.model_served = str(data.get("model") or route.model)
-            usage = openai_format.usage_from_responses(data.get("usage"))
+            searches = openai_format.web_search_calls(data.get("output"))
+            usage = openai_format.usage_from_responses(data.get("usage"), web_searches=searches)
             await self.send_json(x, data, usage=usage, raw=response.content)
         finally:
             response.close()

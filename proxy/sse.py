@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from proxy.providers.openai_format import is_usage_only_chunk
+from proxy.providers.openai_format import is_usage_only_chunk, web_search_calls
 
 _SEPARATORS = (b"\n\n", b"\r\n\r\n")
 
@@ -211,17 +211,36 @@ class AnthropicUsageTap(EventUsageTap):
 
 
 class ResponsesUsageTap(EventUsageTap):
-    """OpenAI Responses stream: the terminal event (completed / incomplete / failed) carries usage."""
+    """OpenAI Responses stream: the terminal event (completed / incomplete / failed) carries usage, and the
+    response's `output`, whose `web_search_call` items are its web searches (`web_searches`; counted from the
+    `response.output_item.done` events as they come, so a stream cut short still has its count so far).
+    The cost hook reads `web_searches` (set before it is called)."""
 
-    __slots__ = ()
-    interesting = (b"response.completed", b"response.incomplete", b"response.failed", b".delta")
+    __slots__ = ("web_searches",)
+    interesting = (
+        b"response.completed",
+        b"response.incomplete",
+        b"response.failed",
+        b".delta",
+        b'"web_search_call"',
+    )
+
+    def __init__(self, *, cost: CostHook | None = None) -> None:
+        super().__init__(cost=cost)
+        self.web_searches = 0
 
     def inspect(self, event: dict[str, Any]) -> bool:
         kind = event.get("type")
-        if kind in ("response.completed", "response.incomplete", "response.failed"):
+        if kind == "response.output_item.done":
+            item = event.get("item")
+            if isinstance(item, dict) and item.get("type") == "web_search_call":
+                self.web_searches += 1
+        elif kind in ("response.completed", "response.incomplete", "response.failed"):
             response = event.get("response") or {}
             self.model = str(response.get("model") or self.model)
             self.complete = True
+            if isinstance(response.get("output"), list):
+                self.web_searches = web_search_calls(response["output"])
             if isinstance(response.get("usage"), dict):
                 self.usage = response["usage"]
                 with_cost = self._with_cost(response["usage"])

@@ -238,7 +238,7 @@ class Store:
             """
             SELECT request_id, workspace_id, key_id, provider, credential_id, credential_kind, model_requested,
                    model_served, status, error_code, input_tokens, cached_input_tokens, cache_write_tokens,
-                   output_tokens, reasoning_tokens, cost_nanos, charge_nanos, priced, estimated, stream,
+                   output_tokens, reasoning_tokens, units, cost_nanos, charge_nanos, priced, estimated, stream,
                    latency_ms, ttfb_ms, started_at, finished_at
             FROM billing_usageevent
             WHERE request_id = %s AND workspace_id = %s

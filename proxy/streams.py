@@ -61,8 +61,9 @@ def split_events(buffer: bytes) -> tuple[list[bytes], bytes]:
 class OpenAIChunks:
     """An OpenAI-format provider's chat stream, parsed."""
 
-    def __init__(self) -> None:
+    def __init__(self, model: str = "") -> None:
         self._buffer = b""
+        self.upstream_model = model  # the model asked for (the provider's own name for it comes in the chunks)
         self.model = ""
         self.usage: Usage | None = None
         self.done = False
@@ -86,7 +87,7 @@ class OpenAIChunks:
                 continue
             self.model = str(chunk.get("model") or self.model)
             if isinstance(chunk.get("usage"), dict):
-                self.usage = openai_format.usage_from_openai(chunk["usage"])
+                self.usage = openai_format.usage_from_openai(chunk["usage"], model=self.model or self.upstream_model)
             for choice in chunk.get("choices") or []:
                 delta = choice.get("delta") if isinstance(choice, dict) else None
                 if not isinstance(delta, dict):
@@ -249,7 +250,7 @@ class TranslatingTap:
 def source_for(family: str, *, model: str) -> ChunkSource:
     """The chunk source that reads `family`'s chat stream (see proxy.providers.targets.chat_call)."""
     if family in ("openai", "azure"):
-        return OpenAIChunks()
+        return OpenAIChunks(model)
     if family == "anthropic":
         return AnthropicChunks()
     if family == "google":

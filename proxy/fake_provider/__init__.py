@@ -8,9 +8,11 @@ Auth: a key is valid iff it starts with `fake-`; anything else gets the provider
 Routes
     OpenAI format (Bearer):      GET /v1/models, POST /v1/chat/completions (streaming or not, tools,
                                  usage incl. cached and reasoning details), POST /v1/embeddings,
-                                 POST /v1/responses (streaming or not, function calls)
+                                 POST /v1/responses (streaming or not, function calls, the `web_search`
+                                 tool: `max_tool_calls` web_search_call items, default 1)
     Anthropic (x-api-key):       GET /v1/models, POST /v1/messages (streaming or not, tool use, cache
-                                 read/write usage), POST /v1/messages/count_tokens
+                                 read/write usage, the server-side web search tool: `max_uses` searches,
+                                 default 1, reported in usage.server_tool_use), POST /v1/messages/count_tokens
                                  (told apart from OpenAI by `x-api-key`/`anthropic-version`)
     Gemini (x-goog-api-key/?key): GET /v1beta/models, POST /v1beta/models/{m}:generateContent,
                                  :streamGenerateContent?alt=sse, :embedContent, :batchEmbedContents

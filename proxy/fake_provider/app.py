@@ -617,9 +617,61 @@ def _anthropic_text(payload: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def _is_web_search_tool(tool: Any) -> bool:
+    """Anthropic's server-side web search tool (`{"type": "web_search_20250305", "name": "web_search"}`)."""
+    return isinstance(tool, dict) and str(tool.get("type") or "").startswith("web_search_")
+
+
+def _anthropic_searches(payload: dict[str, Any]) -> int:
+    """Web searches to run: with the web search tool offered, its `max_uses` (default 1) when the last turn
+    is the user's; none otherwise."""
+    tool = next((t for t in payload.get("tools") or [] if _is_web_search_tool(t)), None)
+    messages = payload.get("messages") or []
+    if tool is None or not messages or messages[-1].get("role") != "user":
+        return 0
+    uses = tool.get("max_uses")
+    return uses if isinstance(uses, int) and not isinstance(uses, bool) and uses > 0 else 1
+
+
+def _search_result(query: str, n: int) -> dict[str, Any]:
+    digest = _digest(query, n)
+    return {
+        "title": f"Result {n + 1} for {query[:40]}",
+        "url": f"https://example.com/search/{digest[:12]}",
+        "encrypted": f"enc_{digest}",
+    }
+
+
+def _anthropic_search_blocks(payload: dict[str, Any], searches: int) -> list[dict[str, Any]]:
+    """What Anthropic puts in `content` for each server-side web search: a `server_tool_use` block (the
+    query) and its `web_search_tool_result` (the results)."""
+    query = _last_user_text(payload.get("messages") or [])[:200] or "search"
+    blocks: list[dict[str, Any]] = []
+    for n in range(searches):
+        result = _search_result(query, n)
+        tool_id = f"srvtoolu_{_digest('search', query, n)[:22]}"
+        blocks.append({"type": "server_tool_use", "id": tool_id, "name": "web_search", "input": {"query": query}})
+        blocks.append(
+            {
+                "type": "web_search_tool_result",
+                "tool_use_id": tool_id,
+                "content": [
+                    {
+                        "type": "web_search_result",
+                        "title": result["title"],
+                        "url": result["url"],
+                        "encrypted_content": result["encrypted"],
+                        "page_age": None,
+                    }
+                ],
+            }
+        )
+    return blocks
+
+
 def _anthropic_tool_use(payload: dict[str, Any]) -> dict[str, Any] | None:
-    """A tool_use block when tools are offered and the last user turn is not only tool results."""
-    tools = payload.get("tools") or []
+    """A tool_use block when (client) tools are offered and the last user turn is not only tool results."""
+    tools = [t for t in payload.get("tools") or [] if not _is_web_search_tool(t)]
     messages = payload.get("messages") or []
     if not tools or not messages or messages[-1].get("role") != "user":
         return None
@@ -639,27 +691,45 @@ def _anthropic_tool_use(payload: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def _anthropic_usage(payload: dict[str, Any], output: int, controls: Controls) -> dict[str, Any]:
+def _anthropic_usage(payload: dict[str, Any], output: int, controls: Controls, searches: int = 0) -> dict[str, Any]:
     prompt = _tokens(_anthropic_text(payload))
     cache_read = controls.num("cached")
     cache_write = controls.num("cache_write")
-    return {
+    usage: dict[str, Any] = {
         "input_tokens": max(prompt, 1),  # excludes the cache reads and writes below, as Anthropic reports it
         "cache_creation_input_tokens": cache_write,
         "cache_read_input_tokens": cache_read,
         "output_tokens": output,
     }
+    if searches:  # server-side tool use, billed per search
+        usage["server_tool_use"] = {"web_search_requests": searches, "web_fetch_requests": 0}
+    return usage
 
 
 def _anthropic_message(payload: dict[str, Any], controls: Controls) -> dict[str, Any]:
     model = controls.model or "claude-sonnet-4-5"
+    searches = _anthropic_searches(payload)
+    content: list[dict[str, Any]] = _anthropic_search_blocks(payload, searches)
     call = _anthropic_tool_use(payload)
     if call is not None:
-        content: list[dict[str, Any]] = [call]
+        content.append(call)
         stop, output = "tool_use", _tokens(orjson.dumps(call["input"]).decode()) + 5
     else:
         text = _answer([{"role": "user", "content": _anthropic_text(payload)}], controls.num("words", 12))
-        content, stop, output = [{"type": "text", "text": text}], "end_turn", len(text.split())
+        block: dict[str, Any] = {"type": "text", "text": text}
+        if searches:  # the answer cites what the search found
+            found = content[1]["content"][0]
+            block["citations"] = [
+                {
+                    "type": "web_search_result_location",
+                    "cited_text": text,
+                    "url": found["url"],
+                    "title": found["title"],
+                    "encrypted_index": f"idx_{_digest(found['url'])}",
+                }
+            ]
+        content.append(block)
+        stop, output = "end_turn", len(text.split())
     return {
         "id": f"msg_{_digest(model, payload.get('messages'))}",
         "type": "message",
@@ -668,7 +738,7 @@ def _anthropic_message(payload: dict[str, Any], controls: Controls) -> dict[str,
         "content": content,
         "stop_reason": stop,
         "stop_sequence": None,
-        "usage": _anthropic_usage(payload, output, controls),
+        "usage": _anthropic_usage(payload, output + 10 * searches, controls, searches),
     }
 
 
@@ -682,12 +752,22 @@ async def _anthropic_stream(send: Send, payload: dict[str, Any], controls: Contr
     def event(kind: str, data: dict[str, Any]) -> bytes:
         return f"event: {kind}\ndata: ".encode() + orjson.dumps({"type": kind, **data}) + b"\n\n"
 
-    start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+    start_usage = {k: v for k, v in usage.items() if k != "server_tool_use"}
+    start = {**message, "content": [], "stop_reason": None, "usage": {**start_usage, "output_tokens": 1}}
     frames = [event("message_start", {"message": start})]
     for index, block in enumerate(message["content"]):
-        if block["type"] == "text":
+        if block["type"] == "web_search_tool_result":  # arrives whole
+            frames.append(event("content_block_start", {"index": index, "content_block": block}))
+        elif block["type"] == "text":
             frames.append(event("content_block_start", {"index": index, "content_block": {"type": "text", "text": ""}}))
             frames.append(event("ping", {}))
+            for citation in block.get("citations") or []:
+                frames.append(
+                    event(
+                        "content_block_delta",
+                        {"index": index, "delta": {"type": "citations_delta", "citation": citation}},
+                    )
+                )
             words = block["text"].split(" ")
             for i, word in enumerate(words):
                 delta = {"type": "text_delta", "text": word if i == 0 else " " + word}
@@ -704,7 +784,9 @@ async def _anthropic_stream(send: Send, payload: dict[str, Any], controls: Contr
             "message_delta",
             {
                 "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
-                "usage": {"output_tokens": usage["output_tokens"]},
+                # cumulative; the server tool use (web searches) is reported here, at the end
+                "usage": {"output_tokens": usage["output_tokens"]}
+                | ({"server_tool_use": usage["server_tool_use"]} if "server_tool_use" in usage else {}),
             },
         )
     )

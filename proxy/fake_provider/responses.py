@@ -1,6 +1,8 @@
 """The fake provider's OpenAI Responses API (`POST /v1/responses`, and Azure's `/openai/v1/responses`):
 a response object with output items and usage, or the streaming event sequence, per OpenAI's public
-API reference. Deterministic like the rest of the fake provider."""
+API reference. Deterministic like the rest of the fake provider. With a `web_search` tool offered it
+searches (`max_tool_calls` times, default once) before answering: one `web_search_call` output item per
+search, and the answer cites it."""
 
 from __future__ import annotations
 
@@ -48,6 +50,33 @@ def _function_call(payload: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def _web_searches(payload: dict[str, Any]) -> int:
+    """Web searches to run: with a `web_search` (or `web_search_preview`) tool offered, `max_tool_calls`
+    of them (default 1) when the last input item is the user's; none otherwise."""
+    tools = [
+        t for t in payload.get("tools") or [] if isinstance(t, dict) and str(t.get("type", "")).startswith("web_search")
+    ]
+    items = payload.get("input")
+    if not tools or (isinstance(items, list) and items and isinstance(items[-1], dict) and "output" in items[-1]):
+        return 0
+    cap = payload.get("max_tool_calls")
+    return cap if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0 else 1
+
+
+def _web_search_calls(payload: dict[str, Any], searches: int) -> list[dict[str, Any]]:
+    """One `web_search_call` output item per search (what OpenAI bills as a web search tool call)."""
+    query = _input_text(payload.get("input"))[:200] or "search"
+    return [
+        {
+            "type": "web_search_call",
+            "id": f"ws_{fake._digest('search', query, n)}",
+            "status": "completed",
+            "action": {"type": "search", "query": query},
+        }
+        for n in range(searches)
+    ]
+
+
 def _usage(prompt: int, output: int, controls: fake.Controls) -> dict[str, Any]:
     cached = min(controls.num("cached"), prompt)
     reasoning = min(controls.num("reasoning"), output)
@@ -87,21 +116,29 @@ def response(payload: dict[str, Any], controls: fake.Controls) -> dict[str, Any]
     text_in = _input_text(payload.get("input")) + " " + str(payload.get("instructions") or "")
     response_id = f"resp_{fake._digest(controls.model, text_in)}"
     body = _base(payload, controls, response_id)
+    searches = _web_searches(payload)
+    body["output"] = _web_search_calls(payload, searches)
     call = _function_call(payload)
     if call is not None:
-        body["output"] = [call]
+        body["output"].append(call)
         output_tokens = fake._tokens(call["arguments"]) + 5
     else:
         text = fake._answer([{"role": "user", "content": _input_text(payload.get("input"))}], controls.num("words", 12))
-        body["output"] = [
+        annotations: list[dict[str, Any]] = []
+        if searches:  # the answer cites what the search found
+            url = f"https://example.com/search/{fake._digest(response_id)[:12]}"
+            annotations.append(
+                {"type": "url_citation", "start_index": 0, "end_index": len(text), "url": url, "title": "Result 1"}
+            )
+        body["output"].append(
             {
                 "type": "message",
                 "id": f"msg_{fake._digest(response_id)}",
                 "status": "completed",
                 "role": "assistant",
-                "content": [{"type": "output_text", "text": text, "annotations": []}],
+                "content": [{"type": "output_text", "text": text, "annotations": annotations}],
             }
-        ]
+        )
         output_tokens = len(text.split())
     body["status"] = "completed"
     body["usage"] = _usage(fake._tokens(text_in.strip()), output_tokens, controls)
@@ -127,6 +164,12 @@ async def stream(send: Send, payload: dict[str, Any], controls: fake.Controls) -
     event("response.created", {"response": started})
     event("response.in_progress", {"response": started})
     for index, item in enumerate(final["output"]):
+        if item["type"] == "web_search_call":
+            event("response.output_item.added", {"output_index": index, "item": {**item, "status": "in_progress"}})
+            for stage in ("in_progress", "searching", "completed"):
+                event(f"response.web_search_call.{stage}", {"output_index": index, "item_id": item["id"]})
+            event("response.output_item.done", {"output_index": index, "item": item})
+            continue
         if item["type"] == "function_call":
             event(
                 "response.output_item.added",
@@ -149,7 +192,7 @@ async def stream(send: Send, payload: dict[str, Any], controls: fake.Controls) -
             "response.output_item.added",
             {"output_index": index, "item": {**item, "status": "in_progress", "content": []}},
         )
-        part = {"type": "output_text", "text": "", "annotations": []}
+        part: dict[str, Any] = {"type": "output_text", "text": "", "annotations": []}
         event(
             "response.content_part.added",
             {"output_index": index, "item_id": item["id"], "content_index": 0, "part": part},
@@ -164,9 +207,10 @@ async def stream(send: Send, payload: dict[str, Any], controls: fake.Controls) -
             "response.output_text.done",
             {"output_index": index, "item_id": item["id"], "content_index": 0, "text": text},
         )
+        done_part = {**part, "text": text, "annotations": item["content"][0]["annotations"]}
         event(
             "response.content_part.done",
-            {"output_index": index, "item_id": item["id"], "content_index": 0, "part": {**part, "text": text}},
+            {"output_index": index, "item_id": item["id"], "content_index": 0, "part": done_part},
         )
         event("response.output_item.done", {"output_index": index, "item": item})
     if controls.flag("no_usage"):

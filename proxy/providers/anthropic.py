@@ -6,7 +6,9 @@ public Messages API (`POST /v1/messages`, `anthropic-version: 2023-06-01`) and i
 Usage normalisation (docs/providers.md): Anthropic's `input_tokens` exclude cache reads and cache
 writes, which it reports as `cache_read_input_tokens` and `cache_creation_input_tokens`; thinking
 tokens are part of `output_tokens` and not reported apart. So input = input_tokens, cached input =
-cache reads, cache write = cache creation, output = output_tokens, reasoning = 0. For an OpenAI
+cache reads, cache write = cache creation, output = output_tokens, reasoning = 0. Server-side web
+searches (the `web_search_*` tool) are counted in `usage.server_tool_use.web_search_requests` (in the
+final `message_delta` of a stream) and billed per search: they become the `web_search` unit. For an OpenAI
 client the usage is shown in OpenAI's shape: prompt_tokens = input + cache reads + cache writes,
 prompt_tokens_details.cached_tokens = cache reads.
 """
@@ -18,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from contracts.pricing import Usage
+from contracts.pricing import WEB_SEARCH, Usage
 from contracts.providers import ANTHROPIC_VERSION
 from proxy.errors import ProxyError
 
@@ -296,14 +298,22 @@ def _n(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
+def web_searches(usage: dict[str, Any]) -> int:
+    """Server-side web searches in an Anthropic `usage`: `server_tool_use.web_search_requests` (0 if absent)."""
+    tools = usage.get("server_tool_use")
+    return _n(tools.get("web_search_requests")) if isinstance(tools, dict) else 0
+
+
 def usage_from_anthropic(usage: dict[str, Any] | None) -> Usage | None:
     if not isinstance(usage, dict):
         return None
+    searches = web_searches(usage)
     return Usage(
         input=_n(usage.get("input_tokens")),
         cached_input=_n(usage.get("cache_read_input_tokens")),
         cache_write=_n(usage.get("cache_creation_input_tokens")),
         output=_n(usage.get("output_tokens")),
+        units=((WEB_SEARCH, searches),) if searches else (),
     )
 
 
@@ -381,6 +391,7 @@ class StreamTranslator:
         self.created = int(time.time())
         self.input: dict[str, Any] = {}
         self.output_tokens = 0
+        self.server_tool_use: Any = None  # usage.server_tool_use as last reported (web searches)
         self.finish_reason: str | None = None
         self._tool_index: dict[int, int] = {}
         self.text_parts: list[str] = []  # what was streamed, for counting tokens locally
@@ -400,7 +411,9 @@ class StreamTranslator:
     def usage(self) -> Usage | None:
         if not self.usage_seen:
             return None
-        return usage_from_anthropic({**self.input, "output_tokens": self.output_tokens})
+        return usage_from_anthropic(
+            {**self.input, "output_tokens": self.output_tokens, "server_tool_use": self.server_tool_use}
+        )
 
     def feed(self, kind: str, data: dict[str, Any]) -> list[dict[str, Any]]:
         if kind == "message_start":
@@ -412,6 +425,7 @@ class StreamTranslator:
                 k: usage.get(k) for k in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
             }
             self.output_tokens = _n(usage.get("output_tokens"))
+            self.server_tool_use = usage.get("server_tool_use")
             self.usage_seen = bool(usage)
             return [self._chunk({"role": "assistant", "content": ""})]
         if kind == "content_block_start":
@@ -451,6 +465,8 @@ class StreamTranslator:
             for name in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"):
                 if usage.get(name) is not None:
                     self.input[name] = usage[name]
+            if usage.get("server_tool_use") is not None:
+                self.server_tool_use = usage["server_tool_use"]  # cumulative, like output_tokens
             return []
         if kind == "message_stop":
             self.done = True

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from contracts.pricing import Usage
+from contracts.pricing import WEB_SEARCH, Usage
 from proxy.errors import ProxyError
 from proxy.providers.openai_format import usage_from_openai
 
@@ -305,12 +305,16 @@ def messages_to_chat(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def anthropic_usage(usage: Usage) -> dict[str, Any]:
-    return {
+    out: dict[str, Any] = {
         "input_tokens": usage.input,
         "cache_creation_input_tokens": usage.cache_write,
         "cache_read_input_tokens": usage.cached_input,
         "output_tokens": usage.output + usage.reasoning,
     }
+    searches = usage.unit_count(WEB_SEARCH)
+    if searches:  # an OpenAI search model's web search, as Anthropic reports its own
+        out["server_tool_use"] = {"web_search_requests": searches}
+    return out
 
 
 def stop_reason_for(finish_reason: str | None) -> str:

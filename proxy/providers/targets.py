@@ -41,7 +41,7 @@ def chat_call(family: str, *, base_url: str, model: str, secret: str, chat_body:
 def chat_result(family: str, data: dict[str, Any], *, model: str) -> tuple[dict[str, Any], Usage | None]:
     """A provider's non-streaming answer as an OpenAI chat.completion, and its normalised usage."""
     if family in ("openai", "azure"):
-        return data, openai_format.usage_from_openai(data.get("usage"))
+        return data, openai_format.usage_from_openai(data.get("usage"), model=str(data.get("model") or model))
     if family == "anthropic":
         return anthropic.message_to_chat(data)
     if family == "google":
