@@ -65,7 +65,10 @@ REQUEST_LINE = "request"
 UNITEMISED_LINE = "unitemised"
 # Lines of billable units: FEE_PREFIX + the unit's fee name ("fee:web_search"). Label, unit (plural) and
 # what its unit price is per, for the units the proxy reports; another name shows as itself.
-FEE_UNITS: dict[str, tuple[str, str, str]] = {WEB_SEARCH: ("Web searches", "searches", "search")}
+FEE_UNITS: dict[str, tuple[str, str, str]] = {
+    WEB_SEARCH: ("Web searches", "searches", "search"),
+    "maps_grounding": ("Maps grounding", "grounded prompts", "grounded prompt"),
+}
 TOKEN_TYPE_LABELS = {
     "input": "Input",
     "cached_input": "Cached input",

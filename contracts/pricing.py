@@ -18,8 +18,10 @@ Rules (written down once, here and in docs/price-catalog.md):
 - Fees: `fees` maps a billable unit (e.g. `web_search`, `image_output`) to USD per unit. A fee is
   charged only for the units a Usage carries in `units` (`Usage.units`, keyed by the same names). The
   provider adapters report `web_search` (WEB_SEARCH) today: Anthropic's server-side web searches,
-  OpenAI's Responses `web_search_call` items and OpenAI's search models in Chat Completions; the
-  other fees are stored and shown but not charged (docs/price-catalog.md). A unit the price has no fee
+  OpenAI's Responses `web_search_call` items, OpenAI's search models in Chat Completions and Gemini's
+  Google Search grounding; and `maps_grounding` (Gemini 2.x's Google Maps grounding, per grounded
+  prompt: proxy.providers.gemini); the other fees are stored and shown but not charged
+  (docs/price-catalog.md). A unit the price has no fee
   for costs nothing.
 - The exact cost is computed in Decimal (with enough precision that nothing is rounded on the way)
   and rounded once, half-up, to a whole nano-USD per request.

@@ -14,9 +14,10 @@ from decimal import Decimal
 from typing import Any
 
 from contracts.pricing import Usage
+from contracts.providers import PROVIDERS
 from proxy.errors import ProxyError
-from proxy.gateway import Exchange, ModelEndpoint
-from proxy.providers import openai_format, targets
+from proxy.gateway import Exchange, ModelEndpoint, search_estimate
+from proxy.providers import gemini, openai_format, targets
 from proxy.routing import Route
 from proxy.sse import UsageTap
 from proxy.streams import OpenAISink, TranslatingTap, source_for
@@ -72,8 +73,14 @@ class ChatCompletions(ModelEndpoint):
         return super().may_charge(route, rate)
 
     def web_searches_estimate(self, route: Route, body: dict[str, Any]) -> int:
-        """A search model's completion is one search."""
-        return 1 if openai_format.is_search_model(route.model) else 0
+        """A search model's completion is one search; a Gemini request offering Google Search is one grounded
+        prompt (Gemini 2.x) or up to search_estimate(None) queries (later models)."""
+        if openai_format.is_search_model(route.model):
+            return 1
+        spec = PROVIDERS.get(route.provider)
+        if spec is not None and spec.family == "google" and gemini.offers_google_search(body.get("tools")):
+            return 1 if gemini.bills_grounding_per_prompt(route.model) else search_estimate(None)
+        return 0
 
     def count_locally(self, x: Exchange) -> Usage:
         model = str(x.body.get("model", ""))

@@ -1,7 +1,13 @@
 """The fake provider's Gemini API, per Google's public reference: `POST /v1beta/models/{model}:generateContent`,
 `:streamGenerateContent?alt=sse`, `:embedContent`, `:batchEmbedContents`; and Anthropic's
 `POST /v1/messages/count_tokens`. Deterministic like the rest of the fake provider; the same controls
-(`@k=v` suffixes on the model in the URL, or `x-fake-*` headers) apply."""
+(`@k=v` suffixes on the model in the URL, or `x-fake-*` headers) apply.
+
+Grounding, only when the request offers the tool: with `googleSearch` each candidate carries a
+`groundingMetadata` whose `webSearchQueries` has one query per question (`?`) in the last user turn (at
+least one), with web grounding chunks and supports; with `googleMaps` it carries `maps` grounding chunks
+(and `googleMapsWidgetContextToken` when the tool asks for `enableWidget`). Streams send it on each
+candidate's last chunk, as Gemini does."""
 
 from __future__ import annotations
 
@@ -92,6 +98,60 @@ def _lower_types(schema: Any) -> Any:
     return schema or {"type": "object"}
 
 
+def _grounding_tools(payload: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The grounding tools the request offers (`googleSearch`, `googleMaps`), with their options."""
+    found: dict[str, dict[str, Any]] = {}
+    for tool in payload.get("tools") or []:
+        for name in ("googleSearch", "googleMaps"):
+            if isinstance(tool, dict) and isinstance(tool.get(name), dict):
+                found[name] = tool[name]
+    return found
+
+
+def search_queries(text: str) -> list[str]:
+    """The queries the fake runs for a prompt: one per question in it (at least one)."""
+    questions = [q.strip() for q in text.split("?")[:-1] if q.strip()]
+    return [q[:80] for q in questions] or [text.strip()[:80] or "search"]
+
+
+def _grounding_metadata(payload: dict[str, Any], answer: str) -> dict[str, Any] | None:
+    tools = _grounding_tools(payload)
+    if not tools or _function_call(payload) is not None:
+        return None
+    text = _last_user_text(payload)
+    metadata: dict[str, Any] = {}
+    chunks: list[dict[str, Any]] = []
+    if "googleSearch" in tools:
+        queries = search_queries(text)
+        metadata["webSearchQueries"] = queries
+        metadata["searchEntryPoint"] = {"renderedContent": f'<div class="gsi">{len(queries)} searches</div>'}
+        chunks += [
+            {"web": {"uri": f"https://vertexaisearch.example/grounding/{fake._digest(q)[:12]}", "title": f"{q}.com"}}
+            for q in queries
+        ]
+    if "googleMaps" in tools:
+        digest = fake._digest("maps", text)
+        chunks.append(
+            {
+                "maps": {
+                    "uri": f"https://maps.google.com/?cid={digest[:10]}",
+                    "title": "A place",
+                    "placeId": f"places/{digest[:16]}",
+                }
+            }
+        )
+        if tools["googleMaps"].get("enableWidget"):
+            metadata["googleMapsWidgetContextToken"] = f"widgetcontent/{digest}"
+    metadata["groundingChunks"] = chunks
+    metadata["groundingSupports"] = [
+        {
+            "segment": {"startIndex": 0, "endIndex": len(answer.encode()), "text": answer},
+            "groundingChunkIndices": list(range(len(chunks))),
+        }
+    ]
+    return metadata
+
+
 def _usage(prompt: int, output: int, controls: fake.Controls) -> dict[str, Any]:
     cached = min(controls.num("cached"), prompt)
     thoughts = controls.num("reasoning")
@@ -125,7 +185,15 @@ def _candidates(payload: dict[str, Any], controls: fake.Controls) -> tuple[list[
             )
             parts = [{"text": text}]
             output += len(text.split())
-        candidates.append({"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": index})
+        candidate: dict[str, Any] = {
+            "content": {"role": "model", "parts": parts},
+            "finishReason": "STOP",
+            "index": index,
+        }
+        grounding = _grounding_metadata(payload, str(parts[0].get("text", "")))
+        if grounding is not None:
+            candidate["groundingMetadata"] = grounding
+        candidates.append(candidate)
     return candidates, output
 
 
@@ -167,6 +235,8 @@ async def stream(send: Send, payload: dict[str, Any], model: str, controls: fake
             chunk: dict[str, Any] = {"content": {"role": "model", "parts": [{"text": text}]}, "index": index}
             if position == len(pieces) - 1:
                 chunk["finishReason"] = "STOP"
+                if "groundingMetadata" in candidate:
+                    chunk["groundingMetadata"] = candidate["groundingMetadata"]
             frame([chunk], sent)
     await fake._stream_start(send, controls)
     await fake._stream_frames(send, frames, controls)

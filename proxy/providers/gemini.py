@@ -11,6 +11,18 @@ output price); `toolUsePromptTokenCount` (tool results fed back by built-in tool
 input. So input = prompt − cached + tool-use prompt, cached input = cached, output = candidates,
 reasoning = thoughts, cache write = 0 (Gemini bills cache storage by time, not per request).
 
+Grounding fees (the catalog's `fees`, ai.google.dev/gemini-api/docs/pricing): a client asks for grounding
+with a built-in tool in `tools` (`{"type": "google_search"}` → `googleSearch`, `{"type": "google_maps"}` →
+`googleMaps`). What is billed depends on the model's generation (`grounding_units`):
+- Gemini 1.x / 2.x (PER_PROMPT_GROUNDING): per grounded prompt. A response whose `groundingMetadata` lists
+  `webSearchQueries` is one `web_search`; one with Maps grounding (`googleMapsWidgetContextToken` or a
+  `maps` grounding chunk) is one `maps_grounding`, however many candidates or queries it has.
+- Gemini 3 and later: per search query, `web_search` = the `webSearchQueries` of every candidate. Maps
+  grounding is billed per query too, but the response does not report how many Maps queries ran, so it
+  is not counted (the `maps_grounding` fee of those models is stored, not charged).
+Streams carry `groundingMetadata` on their candidates (usually the last chunk); the latest seen per
+candidate counts.
+
 Schemas: function parameters and JSON-schema response formats go to Gemini's OpenAPI-subset
 `Schema`: keys Gemini does not accept (`additionalProperties`, `$schema`, `strict`, …) are removed,
 `type: [x, "null"]` becomes `nullable`, and type names are upper-cased.
@@ -20,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import struct
 import time
 from typing import Any
@@ -27,11 +40,18 @@ from urllib.parse import quote
 
 import orjson
 
-from contracts.pricing import Usage
+from contracts.pricing import WEB_SEARCH, Usage
 from proxy.errors import ProxyError
 from proxy.providers.anthropic import parse_sse as _parse_typed_sse
 
 API_VERSION = "v1beta"
+
+# Billable unit of Grounding with Google Maps (the catalog's fee name).
+MAPS_GROUNDING = "maps_grounding"
+# Models that bill grounding per grounded prompt (Gemini 1.x and 2.x); later ones bill per search query.
+PER_PROMPT_GROUNDING = re.compile(r"(?:models/)?gemini-[12](?:[.-]|$)")
+# OpenAI-style built-in tool types in `tools` → Gemini's grounding tools.
+GROUNDING_TOOLS = {"google_search": "googleSearch", "google_maps": "googleMaps"}
 
 # reasoning_effort -> thinkingBudget (tokens). "none" turns thinking off where the model allows it.
 THINKING_BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576}
@@ -288,13 +308,24 @@ def _contents(messages: list[Any]) -> tuple[str, list[dict[str, Any]]]:
 
 
 def _tools(tools: Any) -> list[dict[str, Any]]:
+    """Function tools as one `functionDeclarations` tool; `{"type": "google_search"}` and
+    `{"type": "google_maps"}` as Gemini's grounding tools (GROUNDING_TOOLS)."""
     if not isinstance(tools, list):
         raise _bad("`tools` must be an array.", "tools")
     declarations = []
+    grounding: list[dict[str, Any]] = []
     for index, tool in enumerate(tools):
         param = f"tools[{index}]"
-        if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(tool.get("function"), dict):
-            raise _unsupported(param, " (only function tools)")
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if isinstance(kind, str) and kind in GROUNDING_TOOLS:
+            options = {k: v for k, v in tool.items() if k != "type"}  # type: ignore[union-attr]
+            if options:
+                raise _unsupported(f"{param}.{next(iter(options))}", f" (a {kind} tool takes no options here)")
+            if not any(GROUNDING_TOOLS[kind] in g for g in grounding):
+                grounding.append({GROUNDING_TOOLS[kind]: {}})
+            continue
+        if not isinstance(tool, dict) or kind != "function" or not isinstance(tool.get("function"), dict):
+            raise _unsupported(param, " (only function, google_search and google_maps tools)")
         function = tool["function"]
         if not isinstance(function.get("name"), str):
             raise _bad(f"`{param}.function.name` is required.", param)
@@ -304,7 +335,7 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
         if function.get("parameters") is not None:
             declaration["parameters"] = to_schema(function["parameters"], param=f"{param}.function.parameters")
         declarations.append(declaration)
-    return [{"functionDeclarations": declarations}]
+    return ([{"functionDeclarations": declarations}] if declarations else []) + grounding
 
 
 def _tool_config(choice: Any) -> dict[str, Any] | None:
@@ -404,7 +435,45 @@ def _n(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-def usage_from_gemini(metadata: dict[str, Any] | None) -> Usage | None:
+def bills_grounding_per_prompt(model: str) -> bool:
+    """Whether `model` bills grounding per grounded prompt (Gemini 1.x / 2.x), not per search query."""
+    return PER_PROMPT_GROUNDING.match(model) is not None
+
+
+def offers_google_search(tools: Any) -> bool:
+    """Whether a chat request's `tools` ask for Grounding with Google Search (for its reservation)."""
+    return isinstance(tools, list) and any(isinstance(t, dict) and t.get("type") == "google_search" for t in tools)
+
+
+def _grounding(metadata: Any) -> tuple[list[str], bool]:
+    """The search queries and whether Maps grounded, in one candidate's `groundingMetadata`."""
+    if not isinstance(metadata, dict):
+        return [], False
+    queries = metadata.get("webSearchQueries")
+    searched = [q for q in queries if isinstance(q, str)] if isinstance(queries, list) else []
+    chunks = metadata.get("groundingChunks")
+    maps = bool(metadata.get("googleMapsWidgetContextToken")) or (
+        isinstance(chunks, list) and any(isinstance(c, dict) and isinstance(c.get("maps"), dict) for c in chunks)
+    )
+    return searched, maps
+
+
+def grounding_units(metadata: list[Any], *, model: str) -> tuple[tuple[str, int], ...]:
+    """Billable grounding units of a response, from each candidate's `groundingMetadata` (see the module
+    docstring): per grounded prompt for Gemini 1.x / 2.x, per search query (Search only) after."""
+    searches = 0
+    maps = False
+    for item in metadata:
+        queries, mapped = _grounding(item)
+        searches += len(queries)
+        maps = maps or mapped
+    if bills_grounding_per_prompt(model):
+        return tuple((unit, 1) for unit, used in ((MAPS_GROUNDING, maps), (WEB_SEARCH, searches > 0)) if used)
+    return ((WEB_SEARCH, searches),) if searches else ()
+
+
+def usage_from_gemini(metadata: dict[str, Any] | None, *, units: tuple[tuple[str, int], ...] = ()) -> Usage | None:
+    """Normalise a `usageMetadata` (None when absent), with the response's grounding `units`."""
     if not isinstance(metadata, dict):
         return None
     prompt = _n(metadata.get("promptTokenCount"))
@@ -414,6 +483,7 @@ def usage_from_gemini(metadata: dict[str, Any] | None) -> Usage | None:
         cached_input=cached,
         output=_n(metadata.get("candidatesTokenCount")),
         reasoning=_n(metadata.get("thoughtsTokenCount")),
+        units=units,
     )
 
 
@@ -471,7 +541,10 @@ def _index_of(candidate: dict[str, Any], position: int) -> int:
 
 
 def response_to_chat(response: dict[str, Any], *, model: str) -> tuple[dict[str, Any], Usage | None]:
-    usage = usage_from_gemini(response.get("usageMetadata"))
+    """`model`: the model the request was sent to (it decides how grounding is billed)."""
+    candidates = [c for c in response.get("candidates") or [] if isinstance(c, dict)]
+    units = grounding_units([c.get("groundingMetadata") for c in candidates], model=_model_id(model))
+    usage = usage_from_gemini(response.get("usageMetadata"), units=units)
     choices = []
     for position, candidate in enumerate(response.get("candidates") or []):
         if not isinstance(candidate, dict):
@@ -516,14 +589,22 @@ class StreamTranslator:
     def __init__(self, *, include_usage: bool, model: str) -> None:
         self.include_usage = include_usage
         self.model = _model_id(model)
+        self.requested_model = self.model  # decides how grounding is billed (modelVersion may differ)
+        self._usage_metadata: dict[str, Any] | None = None
+        self._grounding: dict[int, Any] = {}  # candidate index -> its latest groundingMetadata
         self.id = "chatcmpl-"
         self.created = int(time.time())
-        self.usage: Usage | None = None
         self.text_parts: list[str] = []
         self.done = False
         self._started = False
         self._finish: dict[int, str] = {}
         self._tool_counts: dict[int, int] = {}
+
+    @property
+    def usage(self) -> Usage | None:
+        """The latest (cumulative) usageMetadata, with the grounding of the candidates seen so far."""
+        units = grounding_units(list(self._grounding.values()), model=self.requested_model)
+        return usage_from_gemini(self._usage_metadata, units=units)
 
     def _chunk(self, index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {
@@ -543,7 +624,7 @@ class StreamTranslator:
         if data.get("modelVersion"):
             self.model = str(data["modelVersion"])
         if isinstance(data.get("usageMetadata"), dict):
-            self.usage = usage_from_gemini(data["usageMetadata"])  # cumulative: the latest is the total
+            self._usage_metadata = data["usageMetadata"]  # cumulative: the latest is the total
         chunks: list[dict[str, Any]] = []
         if not self._started:
             self._started = True
@@ -552,6 +633,8 @@ class StreamTranslator:
             if not isinstance(candidate, dict):
                 continue
             index = _index_of(candidate, position)
+            if isinstance(candidate.get("groundingMetadata"), dict):
+                self._grounding[index] = candidate["groundingMetadata"]
             for part in (candidate.get("content") or {}).get("parts") or []:
                 if not isinstance(part, dict) or part.get("thought"):
                     continue

@@ -290,3 +290,18 @@ def test_the_reservation_includes_the_searches_a_request_may_make():
     assert reservation(ChatCompletions, {}, model="gpt-4o-mini") == plain
     no_fee = Price(input=Decimal(3), output=Decimal(15))
     assert reservation(Messages, {"tools": [{**tool, "max_uses": 3}]}, price=no_fee) == plain
+
+
+def test_a_gemini_request_offering_google_search_reserves_its_grounding_fee():
+    search = 10_000_000
+    plain = reservation(ChatCompletions, {}, model="gemini-2.5-flash")
+    grounded = {"tools": [{"type": "google_search"}]}
+    assert plain_google(grounded, "gemini-2.5-flash") == plain_google({}, "gemini-2.5-flash") + search  # per prompt
+    assert plain_google(grounded, "gemini-3-pro") == plain_google({}, "gemini-3-pro") + 5 * search  # per query
+    assert reservation(ChatCompletions, grounded, model="gemini-2.5-flash") == plain  # not a Google route
+
+
+def plain_google(body: dict, model: str) -> int:
+    runtime = SimpleNamespace(catalog=SimpleNamespace(max_output_tokens=lambda provider, model: None))
+    route = Route(credential=None, provider="google", model=model, price=SEARCH_FEE, base_url="")  # type: ignore[arg-type]
+    return ChatCompletions(runtime).reservation(route, {"max_tokens": 100, **body}, 300, Decimal(1))
