@@ -370,7 +370,10 @@ def _intent_succeeded(obj: Any, intent: Any) -> tuple[str, int | None]:
         currency=str(_field(intent, "currency") or ""),
         save_card=False,
     )
-    _auto_recharge_succeeded(topup.workspace_id)
+    if outcome.startswith("credited"):
+        # only when this event did the crediting: a late delivery for a charge the task already credited must
+        # not reset the failure count of declines that came after it
+        _auto_recharge_succeeded(topup.workspace_id)
     return outcome, topup.workspace_id
 
 
