@@ -58,9 +58,22 @@ class PlanAdmin(ServiceAdmin):
 
 @admin.register(ModelPrice)
 class ModelPriceAdmin(admin.ModelAdmin):
+    """The published catalog, shown, not edited: it is generated (sync_price_catalog from the public source
+    plus billing/data/price_overrides.toml, reviewed in a commit) and loaded by load_price_catalog, so a
+    hand edit here would be silently replaced by the next load. A workspace's own prices are edited below."""
+
     list_display = ["provider", "model", "mode", "input_usd_per_mtok", "output_usd_per_mtok", "catalog_version"]
     list_filter = ["provider", "mode"]
     search_fields = ["model"]
+
+    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+        return False
+
+    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
 
 
 @admin.register(WorkspaceModelPrice)

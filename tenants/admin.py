@@ -182,9 +182,22 @@ class UserAdmin(BaseUserAdmin):
 
 
 class MembershipInline(admin.TabularInline):
+    """Shown, not edited: roles change through the member services (the dashboard's Members page), which
+    keep the owner rules (a workspace keeps an owner; admins cannot touch owners) and audit every change."""
+
     model = Membership
     extra = 0
-    raw_id_fields = ["user"]
+    fields = ["user", "role", "created_at"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
 
 
 @admin.register(Workspace)
@@ -192,7 +205,8 @@ class WorkspaceAdmin(ServiceAdmin):
     list_display = ["name", "slug", "plan", "managed_access", "created_at"]
     list_filter = ["plan", "managed_access"]
     search_fields = ["name", "slug"]
-    readonly_fields = ["public_id", "created_by", "created_at"]
+    # the slug is in every dashboard URL and in the proxy's cached documents: fixed at creation
+    readonly_fields = ["public_id", "slug", "created_by", "created_at"]
     inlines = [MembershipInline]
 
     def has_add_permission(self, request):  # type: ignore[no-untyped-def]
@@ -356,8 +370,19 @@ class GatewayKeyAdmin(ServiceAdmin):
 
 @admin.register(Invitation)
 class InvitationAdmin(admin.ModelAdmin):
+    """Shown, not edited: invitations are made, accepted and revoked through the member services (audited)."""
+
     list_display = ["email", "workspace", "role", "created_at", "expires_at", "accepted_at", "revoked_at"]
     exclude = ["token_hash"]
+
+    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+        return False
+
+    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
 
 
 @admin.register(AuditLog)

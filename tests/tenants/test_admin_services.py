@@ -436,3 +436,33 @@ def test_operator_adds_a_managed_credential_audited_platform_wide(
     assert MANAGED_SECRET not in json.dumps(row.metadata)
     assert MANAGED_SECRET[:-4] not in json.dumps(row.metadata)
     assert r.get(doc) != STALE
+
+
+def test_admin_shows_but_never_writes_memberships_invitations_catalog_or_billing_records(
+    admin_client, workspace, owner, standard_plans
+):
+    """Those writes belong to services with rules and audit rows (members, invitations) or to generated data
+    (the catalog): the admin pages are read-only, and nothing changes when posted to."""
+    from billing.models import ModelPrice, TopUp
+    from tenants.models import Membership
+    from tenants.services import invitation_create
+
+    invitation, _ = invitation_create(workspace=workspace, email="x@example.com", role="viewer", acting_user=owner)
+    price = ModelPrice.objects.create(provider="openai", model="m-admin", input_usd_per_mtok=1, output_usd_per_mtok=2)
+    for path in (
+        f"/admin/tenants/invitation/{invitation.pk}/change/",
+        f"/admin/billing/modelprice/{price.pk}/change/",
+    ):
+        assert admin_client.get(path).status_code == 200  # view
+        admin_client.post(path, {"role": "owner", "input_usd_per_mtok": "0"})
+    for path in ("/admin/tenants/invitation/add/", "/admin/billing/modelprice/add/", "/admin/billing/topup/add/"):
+        assert admin_client.get(path).status_code == 403
+    invitation.refresh_from_db()
+    price.refresh_from_db()
+    assert invitation.role == "viewer" and price.input_usd_per_mtok == 1
+    assert not TopUp.objects.exists()
+
+    page = admin_client.get(f"/admin/tenants/workspace/{workspace.pk}/change/").content.decode()
+    assert 'name="memberships-0-role"' not in page  # the inline shows roles, offers no field to change them
+    assert 'name="slug"' not in page
+    assert Membership.objects.get(workspace=workspace, user=owner).role == "owner"
