@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from billing import selectors as billing_selectors
 from config.errors import ApplicationError
+from contracts.providers import PROVIDERS
 from dashboard.access import (
     LAST_WORKSPACE_SESSION_KEY,
     apply_error,
@@ -41,14 +42,23 @@ def healthz(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"status": "ok"})
 
 
-@login_required
+@require_GET
 def home(request: HttpRequest) -> HttpResponse:
+    """`/`: visitors get the landing page; a signed-in user goes to their last (or first) workspace."""
+    if not request.user.is_authenticated:
+        return landing(request)
     workspaces = list(selectors.workspaces_for_user(user=request.user))  # type: ignore[arg-type]
     if not workspaces:
         return redirect("dashboard:workspace_create")
     last = request.session.get(LAST_WORKSPACE_SESSION_KEY)
     chosen = next((ws for ws in workspaces if ws.slug == last), workspaces[0])
     return redirect(_landing(request, chosen.slug), chosen.slug)
+
+
+def landing(request: HttpRequest) -> HttpResponse:
+    """The public front door: what Turnpike is, how to start, which providers it speaks to. No login."""
+    providers = [spec.label for spec in PROVIDERS.values() if spec.type != "openai_compatible"]
+    return render(request, "dashboard/landing.html", {"providers": providers})
 
 
 def _landing(request: HttpRequest, slug: str) -> str:

@@ -187,8 +187,8 @@ class MembershipInline(admin.TabularInline):
 
     model = Membership
     extra = 0
-    fields = ["user", "role", "created_at"]
-    readonly_fields = fields
+    fields = ("user", "role", "created_at")
+    readonly_fields = ("user", "role", "created_at")
 
     def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
         return False
