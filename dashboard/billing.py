@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC
 
 from django.conf import settings
 from django.contrib import messages
@@ -29,6 +29,7 @@ from billing.services.topups import billing_account_for, topup_checkout_start
 from config.errors import ApplicationError
 from contracts.money import nanos_to_cents_str
 from dashboard.access import client_ip, page_context, workspace_view
+from dashboard.filters import Echo, csv_safe, day_range
 from tenants.roles import Perm, role_allows
 
 LEDGER_PAGE = 50
@@ -228,25 +229,14 @@ def profile(request: HttpRequest, slug: str) -> HttpResponse:
 
 def _ledger_filters(request: HttpRequest) -> tuple[dict[str, object], list[str]]:
     """Kind and date range (UTC days, inclusive) from the query string; errors as messages."""
-    filters: dict[str, object] = {}
-    problems: list[str] = []
+    bounds, problems = day_range(request)
+    filters: dict[str, object] = dict(bounds)
     kind = request.GET.get("kind", "")
     if kind:
         if kind in LedgerEntry.Kind.values:
             filters["kind"] = kind
         else:
             problems.append("Unknown entry type.")
-    for name, end in (("from", False), ("to", True)):
-        text = request.GET.get(name, "")
-        if not text:
-            continue
-        try:
-            day = datetime.strptime(text, "%Y-%m-%d").date()
-        except ValueError:
-            problems.append(f"“{text[:20]}” is not a date (YYYY-MM-DD).")
-            continue
-        moment = datetime.combine(day, time.min, tzinfo=UTC)
-        filters["before" if end else "since"] = moment + timedelta(days=1) if end else moment
     return filters, problems
 
 
@@ -285,11 +275,6 @@ def history(request: HttpRequest, slug: str) -> HttpResponse:
     )
 
 
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
 @workspace_view(Perm.BILLING_VIEW)
 def history_csv(request: HttpRequest, slug: str) -> HttpResponse | StreamingHttpResponse:
     """Every entry the filter matches (not only a page), streamed."""
@@ -297,7 +282,7 @@ def history_csv(request: HttpRequest, slug: str) -> HttpResponse | StreamingHttp
     filters, problems = _ledger_filters(request)
     if problems:
         return HttpResponse(" ".join(problems), status=400, content_type="text/plain; charset=utf-8")
-    writer = csv.writer(_Echo())
+    writer = csv.writer(Echo())
 
     def rows() -> Iterator[str]:
         yield writer.writerow(["created_at_utc", "kind", "amount_usd", "amount_nanos", "memo", "entry_id"])
@@ -308,7 +293,7 @@ def history_csv(request: HttpRequest, slug: str) -> HttpResponse | StreamingHttp
                     entry.kind,
                     _exact_usd(entry.amount_nanos),
                     entry.amount_nanos,
-                    _csv_safe(entry.memo),
+                    csv_safe(entry.memo),
                     entry.pk,
                 ]
             )
@@ -322,8 +307,3 @@ def _exact_usd(nanos: int) -> str:
     sign = "-" if nanos < 0 else ""
     whole, frac = divmod(abs(nanos), 1_000_000_000)
     return f"{sign}{whole}.{frac:09d}"
-
-
-def _csv_safe(text: str) -> str:
-    """No formula injection when the CSV is opened in a spreadsheet."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

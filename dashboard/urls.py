@@ -23,6 +23,7 @@ urlpatterns = [
     path("w/<slug:slug>/invitations/<str:invitation_id>/revoke/", views.invitation_revoke, name="invitation_revoke"),
     path("w/<slug:slug>/settings/", views.workspace_settings, name="settings"),
     path("w/<slug:slug>/audit/", views.audit, name="audit"),
+    path("w/<slug:slug>/audit.csv", views.audit_csv, name="audit_csv"),
     path("w/<slug:slug>/billing/", billing.billing, name="billing"),
     path("w/<slug:slug>/billing/topup/", billing.topup_start, name="billing_topup"),
     path("w/<slug:slug>/billing/plan/", billing.plan_choose, name="billing_plan"),

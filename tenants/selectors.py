@@ -4,6 +4,7 @@ from another workspace is simply not found (404), whatever the URL or form says.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -107,5 +108,32 @@ def gateway_key_get(*, workspace: Workspace, public_id: object) -> GatewayKey:
     return key
 
 
-def audit_log_list(*, workspace: Workspace, limit: int = 100) -> QuerySet[AuditLog]:
-    return AuditLog.objects.filter(workspace=workspace).select_related("actor")[:limit]
+def audit_log_list(
+    *,
+    workspace: Workspace,
+    limit: int | None = 100,
+    offset: int = 0,
+    area: str = "",
+    actor: str = "",
+    since: datetime | None = None,
+    before: datetime | None = None,
+) -> QuerySet[AuditLog]:
+    """The workspace's audit rows, newest first; `area` is an action prefix ("billing", "key"...), `actor` a
+    part of the actor's email. `limit=None`: every matching row (exports iterate it)."""
+    rows = AuditLog.objects.filter(workspace=workspace)
+    if area:
+        rows = rows.filter(action__startswith=f"{area}.")
+    if actor:
+        rows = rows.filter(actor_email__icontains=actor)
+    if since is not None:
+        rows = rows.filter(created_at__gte=since)
+    if before is not None:
+        rows = rows.filter(created_at__lt=before)
+    rows = rows.order_by("-created_at", "-id")
+    return rows[offset : offset + limit] if limit is not None else rows
+
+
+def audit_areas(*, workspace: Workspace) -> list[str]:
+    """The action prefixes that occur in the workspace's log, for the filter."""
+    actions = AuditLog.objects.filter(workspace=workspace).values_list("action", flat=True).distinct()
+    return sorted({action.split(".", 1)[0] for action in actions})

@@ -155,3 +155,24 @@ def test_overview_says_whether_credit_is_needed(world_a, standard_plans):
     client.post(f"/w/{world_a.workspace.slug}/billing/plan/", {"plan": "team"})
     fee = client.get(f"/w/{world_a.workspace.slug}/").content.decode()
     assert "Add credit" in fee and f"/w/{world_a.workspace.slug}/billing/#add-credit" in fee
+
+
+def test_audit_log_filters_and_exports_what_it_shows(world_a, standard_plans):
+    client = client_for(world_a.owner)
+    slug = world_a.workspace.slug
+    client.post(f"/w/{slug}/billing/plan/", {"plan": "team"})
+    client.post(f"/w/{slug}/billing/alerts/", {"low_balance": "7.5"})
+    page = client.get(f"/w/{slug}/audit/?area=billing").content.decode()
+    assert "billing.plan_changed" in page and "billing.low_balance_alert_updated" in page
+    assert "key.created" not in page and "credential.created" not in page
+    everything = client.get(f"/w/{slug}/audit/").content.decode()
+    assert "key.created" in everything
+    assert "is not a date" in client.get(f"/w/{slug}/audit/?to=yesterday").content.decode()
+
+    export = client.get(f"/w/{slug}/audit.csv?area=billing")
+    rows = list(csv.reader(io.StringIO(b"".join(export.streaming_content).decode())))
+    assert rows[0][:3] == ["created_at_utc", "actor", "action"]
+    actions = {row[2] for row in rows[1:]}
+    assert actions == {"billing.plan_changed", "billing.low_balance_alert_updated"}
+    details = next(row[6] for row in rows[1:] if row[2] == "billing.low_balance_alert_updated")
+    assert "$7.50" in details

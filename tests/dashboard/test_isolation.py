@@ -31,6 +31,7 @@ ROUTES = {
     "invitation_revoke": ("POST", lambda s, w: f"/w/{s}/invitations/{w.invitation.pk}/revoke/", {}),
     "settings": ("GET", lambda s, w: f"/w/{s}/settings/", {}),
     "audit": ("GET", lambda s, w: f"/w/{s}/audit/", {}),
+    "audit_csv": ("GET", lambda s, w: f"/w/{s}/audit.csv", {}),
     "billing": ("GET", lambda s, w: f"/w/{s}/billing/", {}),
     "billing_topup": ("POST", lambda s, w: f"/w/{s}/billing/topup/", {"amount": "25"}),
     "billing_plan": ("POST", lambda s, w: f"/w/{s}/billing/plan/", {"plan": "team"}),
