@@ -117,26 +117,35 @@ def post(workspace: Workspace, kind: str, nanos: int, *, at: datetime) -> None:
 
 # --- PDF text --------------------------------------------------------------------------------------------------
 
-_OBJ = re.compile(rb"(\d+) 0 obj\s*(.*?)endobj", re.S)
-_STREAM = re.compile(rb"stream\r?\n(.*?)\r?\nendstream", re.S)
+_OBJ_START = re.compile(rb"(\d+) 0 obj\s*")
+_LENGTH = re.compile(rb"/Length (\d+)")
 _HEX = re.compile(rb"<([0-9A-Fa-f]+)>")
 _ESCAPES = {ord("n"): b"\n", ord("r"): b"\r", ord("t"): b"\t", ord("b"): b"\b", ord("f"): b"\f"}
 
 
 def _streams(pdf: bytes) -> dict[int, tuple[bytes, bytes]]:
-    """{object number: (dictionary, decoded stream or b"")}."""
+    """{object number: (dictionary, decoded stream or b"")}. A stream is cut by its /Length, never by
+    searching for `endstream`/`endobj`: compressed bytes can contain those words (or end in a newline)."""
     out: dict[int, tuple[bytes, bytes]] = {}
-    for match in _OBJ.finditer(pdf):
-        body = match.group(2)
-        stream = _STREAM.search(body)
-        data = b""
-        head = body
-        if stream:
-            head = body[: stream.start()]
-            data = stream.group(1)
-            if b"/FlateDecode" in head:
-                data = zlib.decompress(data)
+    position = 0
+    while (match := _OBJ_START.search(pdf, position)) is not None:
+        start = match.end()
+        end = pdf.find(b"endobj", start)
+        stream_at = pdf.find(b"stream", start)
+        length = _LENGTH.search(pdf, start, stream_at) if stream_at != -1 else None
+        if stream_at == -1 or (end != -1 and stream_at > end) or length is None:
+            out[int(match.group(1))] = (pdf[start:end], b"")
+            position = end + len(b"endobj")
+            continue
+        head = pdf[start:stream_at]
+        data_start = stream_at + len(b"stream")
+        data_start += 2 if pdf[data_start : data_start + 2] == b"\r\n" else 1
+        size = int(length.group(1))
+        data = pdf[data_start : data_start + size]
+        if b"/FlateDecode" in head:
+            data = zlib.decompress(data)
         out[int(match.group(1))] = (head, data)
+        position = pdf.find(b"endobj", data_start + size) + len(b"endobj")
     return out
 
 
