@@ -14,23 +14,17 @@ from billing.models import (
     WorkspaceModelPrice,
 )
 from contracts.pricing import Price
-from tenants.admin import ServiceAdmin
+from tenants.admin import ReadOnlyAdmin, ServiceAdmin
 
 
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(admin.ModelAdmin):
+class LedgerEntryAdmin(ReadOnlyAdmin):
+    """Append-only: entries are posted by billing.services (balance row, idempotency, audit); a correction
+    is a new entry, never an edit."""
+
     list_display = ["created_at", "workspace", "kind", "amount_nanos", "memo"]
     list_filter = ["kind"]
     search_fields = ["workspace__name", "idempotency_key", "memo"]
-
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
-        return False  # entries are posted by billing.services (balance row, idempotency, audit), never typed in
-
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False  # append-only: post a correcting entry instead
-
-    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False
 
 
 @admin.register(Plan)
@@ -57,7 +51,7 @@ class PlanAdmin(ServiceAdmin):
 
 
 @admin.register(ModelPrice)
-class ModelPriceAdmin(admin.ModelAdmin):
+class ModelPriceAdmin(ReadOnlyAdmin):
     """The published catalog, shown, not edited: it is generated (sync_price_catalog from the public source
     plus billing/data/price_overrides.toml, reviewed in a commit) and loaded by load_price_catalog, so a
     hand edit here would be silently replaced by the next load. A workspace's own prices are edited below."""
@@ -65,15 +59,6 @@ class ModelPriceAdmin(admin.ModelAdmin):
     list_display = ["provider", "model", "mode", "input_usd_per_mtok", "output_usd_per_mtok", "catalog_version"]
     list_filter = ["provider", "mode"]
     search_fields = ["model"]
-
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
-        return False
-
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False
-
-    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False
 
 
 @admin.register(WorkspaceModelPrice)
@@ -114,7 +99,7 @@ from billing.models import UsageDeadLetter  # noqa: E402 (this section is append
 
 
 @admin.register(UsageDeadLetter)
-class UsageDeadLetterAdmin(admin.ModelAdmin):
+class UsageDeadLetterAdmin(ReadOnlyAdmin):
     """Usage entries ingestion could not store: read-only evidence (raw fields, error, released charge)."""
 
     list_display = ["created_at", "entry_id", "workspace_id", "request_id", "charge_nanos", "deliveries", "error_head"]
@@ -134,30 +119,6 @@ class UsageDeadLetterAdmin(admin.ModelAdmin):
     @admin.display(description="error")
     def error_head(self, obj: UsageDeadLetter) -> str:
         return obj.error if len(obj.error) <= 120 else obj.error[:119] + "…"
-
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
-        return False  # written by the ingester only
-
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False  # evidence: never edited
-
-    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Billing records operators look at but never type in: every write goes through billing.services
-    (webhooks, Checkout, auto-recharge, invoice finalization), which keep the ledger and the documents
-    consistent and audited. Invoices are immutable by law; a correction is a credit note."""
-
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
-        return False
-
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False
-
-    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False
 
 
 @admin.register(TopUp)
