@@ -449,7 +449,11 @@ def _audit_filters(request: HttpRequest) -> tuple[dict[str, Any], list[str]]:
     if area and not area.replace("_", "").isalnum():
         problems.append("Unknown area.")
         area = ""
-    return {"area": area[:40], "actor": request.GET.get("actor", "").strip()[:254], **bounds}, problems
+    return {
+        "area": area[:40],
+        "actor": request.GET.get("actor", "").replace("\x00", "").strip()[:254],
+        **bounds,
+    }, problems
 
 
 @workspace_view(Perm.AUDIT_VIEW)

@@ -176,3 +176,15 @@ def test_audit_log_filters_and_exports_what_it_shows(world_a, standard_plans):
     assert actions == {"billing.plan_changed", "billing.low_balance_alert_updated"}
     details = next(row[6] for row in rows[1:] if row[2] == "billing.low_balance_alert_updated")
     assert "$7.50" in details
+
+
+def test_hostile_filter_values_get_a_page_not_a_500(world_a):
+    client = client_for(world_a.owner)
+    slug = world_a.workspace.slug
+    for path in (
+        f"/w/{slug}/audit/?actor=a%00b&area=bil%00ling&from=2026-01-01%00",
+        f"/w/{slug}/audit.csv?actor=%00",
+        f"/w/{slug}/billing/history/?kind=%00&page=999999999999999999999",
+        f"/w/{slug}/billing/?topup=%00",
+    ):
+        assert client.get(path).status_code in (200, 400), path
