@@ -3,7 +3,7 @@ single bad entry can stop it.
 
 One batch is one Postgres transaction (`usage_ingest_batch`):
   1. insert the events, skipping request ids already stored (a re-delivered entry is a no-op);
-  2. add the newly inserted events to their hourly rollups;
+  2. add the newly inserted events to their hourly and daily rollups (sums and latency histograms);
   3. post one usage debit per workspace (the sum of the new events' charges) to the ledger;
   4. move gateway keys' last_used_at forward.
 Only after it commits are the entries acknowledged, by one Lua call that also removes their charges
@@ -39,6 +39,7 @@ import logging
 import os
 import socket
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -48,13 +49,16 @@ import redis
 from django.conf import settings
 from django.db import DataError, IntegrityError, InterfaceError, OperationalError, connection, transaction
 
+from billing import histogram
 from billing.deadletters import DeadLetter, dead_letters_record, error_text, raw_fields_text
 from billing.models import LedgerEntry
 from billing.models import UsageEvent as UsageEventRow
 from billing.selectors import workspace_balance
 from billing.services import ledger_post
 from billing.services.topups import after_usage_posted
-from contracts import balance
+from contracts import balance, bodies
+from contracts.bodies import FIELD as BODIES_FIELD
+from contracts.bodies import Bodies
 from contracts.events import (
     DEAD_LETTER_METRIC,
     MAX_BIGINT,
@@ -97,7 +101,18 @@ ROLLUP_SUMS = (
     "cost_nanos",
     "charge_nanos",
     "latency_ms_total",
+    "stream_requests",
 )
+ROLLUP_DIMENSIONS = ("workspace_id", "key_id", "provider", "model", "status_class", "error_code", "hour")
+
+
+@dataclass(slots=True)
+class Rollup:
+    """One rollup row's increments: ROLLUP_SUMS in order, and the two histograms."""
+
+    sums: list[int] = field(default_factory=lambda: [0] * len(ROLLUP_SUMS))
+    latency: list[int] = field(default_factory=histogram.empty)
+    ttfb: list[int] = field(default_factory=histogram.empty)
 
 
 @dataclass
@@ -119,6 +134,7 @@ class Entry:
     charge_nanos: int = 0  # what acknowledging it releases from that `pending`
     deliveries: int = 1  # times delivered, this delivery included
     error: str = ""  # set: a dead letter
+    kept: Bodies | None = None  # the request's bodies, when it was to store them (contracts.bodies)
 
 
 def consumer_name() -> str:
@@ -197,7 +213,8 @@ def _insert_events(events: list[UsageEvent], *, now: datetime) -> set[str]:
     placeholders = ", ".join(["(" + ", ".join(["%s"] * _N_COLUMNS) + ")"] * len(events))
     sql = (
         f"INSERT INTO billing_usageevent ({EVENT_COLUMNS}) VALUES {placeholders} "  # noqa: S608 (fixed columns)
-        "ON CONFLICT (request_id) DO NOTHING RETURNING request_id"
+        # (request_id, started_at): the partitioned table's unique key (billing.models.UsageEvent)
+        "ON CONFLICT (request_id, started_at) DO NOTHING RETURNING request_id"
     )
     with connection.cursor() as cur:
         cur.execute(sql, rows)
@@ -212,44 +229,88 @@ def _status_class(status: int) -> str:
     return f"{status // 100}xx"
 
 
-def _update_rollups(events: list[UsageEvent]) -> None:
-    totals: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0] * len(ROLLUP_SUMS))
+def rollup_totals(events: Iterable[UsageEvent]) -> dict[tuple[Any, ...], Rollup]:
+    """The events' contribution to their hourly rollups, by rollup key (ROLLUP_DIMENSIONS)."""
+    totals: dict[tuple[Any, ...], Rollup] = {}
     for e in events:
         hour = _ts(e.started_at_ms).replace(minute=0, second=0, microsecond=0)
-        key = (e.workspace_id, e.key_id, e.provider, e.model_served or e.model_requested, _status_class(e.status), hour)
-        t = totals[key]
-        for i, value in enumerate(
-            (
-                1,
-                0 if e.priced else 1,
-                1 if e.estimated else 0,
-                e.input_tokens,
-                e.cached_input_tokens,
-                e.cache_write_tokens,
-                e.output_tokens,
-                e.reasoning_tokens,
-                e.cost_nanos or 0,
-                e.charge_nanos,
-                e.latency_ms,
-            )
-        ):
-            t[i] += value
+        key = (
+            e.workspace_id,
+            e.key_id,
+            e.provider,
+            e.model_served or e.model_requested,
+            _status_class(e.status),
+            e.error_code,
+            hour,
+        )
+        t = totals.get(key)
+        if t is None:
+            t = totals[key] = Rollup()
+        sums = t.sums
+        sums[0] += 1
+        sums[1] += 0 if e.priced else 1
+        sums[2] += 1 if e.estimated else 0
+        sums[3] += e.input_tokens
+        sums[4] += e.cached_input_tokens
+        sums[5] += e.cache_write_tokens
+        sums[6] += e.output_tokens
+        sums[7] += e.reasoning_tokens
+        sums[8] += e.cost_nanos or 0
+        sums[9] += e.charge_nanos
+        sums[10] += e.latency_ms
+        sums[11] += 1 if e.stream else 0
+        t.latency[histogram.bucket(e.latency_ms)] += 1
+        if e.ttfb_ms is not None:
+            t.ttfb[histogram.bucket(e.ttfb_ms)] += 1
+    return totals
+
+
+# Element-wise sum of two histograms (an existing row's may be shorter or empty: rows of an older release).
+_HIST_ADD = (
+    "ARRAY(SELECT COALESCE(a, 0) + COALESCE(b, 0) "
+    "FROM unnest({t}.{c}, EXCLUDED.{c}) WITH ORDINALITY AS t(a, b, i) ORDER BY i)"
+)
+
+
+def daily(totals: dict[tuple[Any, ...], Rollup]) -> dict[tuple[Any, ...], Rollup]:
+    """Hourly totals folded into daily ones (the last dimension, the hour, becomes its UTC date)."""
+    days: dict[tuple[Any, ...], Rollup] = {}
+    for key, t in totals.items():
+        day_key = (*key[:-1], key[-1].date())
+        d = days.get(day_key)
+        if d is None:
+            days[day_key] = Rollup(list(t.sums), list(t.latency), list(t.ttfb))
+            continue
+        for i, n in enumerate(t.sums):
+            d.sums[i] += n
+        histogram.add(d.latency, t.latency)
+        histogram.add(d.ttfb, t.ttfb)
+    return days
+
+
+def rollups_upsert(totals: dict[tuple[Any, ...], Rollup]) -> None:
+    """Add hourly `totals` to the hourly and the daily rollup rows (creating the missing ones)."""
+    _upsert("billing_usagerollup", "hour", totals)
+    _upsert("billing_usagerollupday", "day", daily(totals))
+
+
+def _upsert(table: str, period: str, totals: dict[tuple[Any, ...], Rollup]) -> None:
     if not totals:
         return
-    columns = "workspace_id, key_id, provider, model, status_class, hour, " + ", ".join(ROLLUP_SUMS)
+    dimensions = (*ROLLUP_DIMENSIONS[:-1], period)
+    columns = ", ".join(dimensions) + ", " + ", ".join(ROLLUP_SUMS) + ", latency_hist, ttfb_hist"
     # Saturating sums: a total pinned at the bigint maximum is wrong but visible; an overflow would fail
     # every later event of the same hour, key and model.
-    updates = ", ".join(
-        f"{c} = LEAST(billing_usagerollup.{c}::numeric + EXCLUDED.{c}, {MAX_BIGINT})::bigint" for c in ROLLUP_SUMS
-    )
-    placeholders = ", ".join(["(" + ", ".join(["%s"] * (6 + len(ROLLUP_SUMS))) + ")"] * len(totals))
+    updates = ", ".join(f"{c} = LEAST({table}.{c}::numeric + EXCLUDED.{c}, {MAX_BIGINT})::bigint" for c in ROLLUP_SUMS)
+    updates += ", " + ", ".join(f"{c} = {_HIST_ADD.format(t=table, c=c)}" for c in ("latency_hist", "ttfb_hist"))
+    width = len(ROLLUP_DIMENSIONS) + len(ROLLUP_SUMS) + 2
+    placeholders = ", ".join(["(" + ", ".join(["%s"] * width) + ")"] * len(totals))
     params: list[Any] = []
-    for key, sums in sorted(totals.items(), key=lambda kv: repr(kv[0])):  # stable order: no deadlocks
-        params.extend([*key, *sums])
+    for key, t in sorted(totals.items(), key=lambda kv: repr(kv[0])):  # stable order: no deadlocks
+        params.extend([*key, *t.sums, t.latency, t.ttfb])
     sql = (
-        f"INSERT INTO billing_usagerollup ({columns}) VALUES {placeholders} "  # noqa: S608 (fixed columns)
-        "ON CONFLICT (workspace_id, key_id, provider, model, status_class, hour) "
-        f"DO UPDATE SET {updates}"
+        f"INSERT INTO {table} ({columns}) VALUES {placeholders} "  # noqa: S608 (fixed names)
+        f"ON CONFLICT ({', '.join(dimensions)}) DO UPDATE SET {updates}"
     )
     with connection.cursor() as cur:
         cur.execute(sql, params)
@@ -275,6 +336,25 @@ def _post_debits(events: list[UsageEvent], *, now: datetime) -> None:
         )
 
 
+def _insert_bodies(events: list[UsageEvent], kept: dict[str, Bodies]) -> None:
+    if not events:
+        return
+    rows: list[Any] = []
+    for e in events:
+        b = kept[e.request_id]
+        started = _ts(e.started_at_ms)
+        rows.extend([e.request_id, e.workspace_id, started, b.request, b.response, b.request_truncated])
+        rows.append(b.response_truncated)
+    placeholders = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, now())"] * len(events))
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO billing_requestbody (request_id, workspace_id, started_at, request, response, "  # noqa: S608
+            f"request_truncated, response_truncated, created_at) VALUES {placeholders} "
+            "ON CONFLICT (request_id) DO NOTHING",
+            rows,
+        )
+
+
 def _touch_keys(events: list[UsageEvent]) -> None:
     last: dict[int, int] = {}
     for e in events:
@@ -288,8 +368,11 @@ def _touch_keys(events: list[UsageEvent]) -> None:
             )
 
 
-def usage_ingest_batch(*, events: list[UsageEvent]) -> tuple[set[str], dict[int, tuple[int, int]]]:
-    """Store a batch in one transaction. Returns (request ids inserted now, {workspace: (balance, version)})."""
+def usage_ingest_batch(
+    *, events: list[UsageEvent], kept: dict[str, Bodies] | None = None
+) -> tuple[set[str], dict[int, tuple[int, int]]]:
+    """Store a batch in one transaction (with the bodies in `kept`, by request id, of the requests that
+    were to store them). Returns (request ids inserted now, {workspace: (balance, version)})."""
     unique: dict[str, UsageEvent] = {}
     for e in events:
         unique.setdefault(e.request_id, e)
@@ -297,9 +380,11 @@ def usage_ingest_batch(*, events: list[UsageEvent]) -> tuple[set[str], dict[int,
     with transaction.atomic():
         inserted = _insert_events(list(unique.values()), now=now)
         fresh = [e for e in unique.values() if e.request_id in inserted]
-        _update_rollups(fresh)
+        rollups_upsert(rollup_totals(fresh))
         _post_debits(fresh, now=now)
         _touch_keys(fresh)
+        if kept:
+            _insert_bodies([e for e in fresh if e.request_id in kept], kept)
         balances = {ws: workspace_balance(workspace_id=ws) for ws in sorted({e.workspace_id for e in events})}
     return inserted, balances
 
@@ -316,7 +401,10 @@ def _store_isolating(entries: list[Entry], into: _Stored, *, top: bool = True) -
     if not entries:
         return
     try:
-        inserted, balances = usage_ingest_batch(events=[e.event for e in entries if e.event is not None])
+        inserted, balances = usage_ingest_batch(
+            events=[e.event for e in entries if e.event is not None],
+            kept={e.event.request_id: e.kept for e in entries if e.event is not None and e.kept is not None},
+        )
     except DATA_ERRORS as exc:
         if len(entries) == 1:
             entries[0].error = error_text(exc)
@@ -379,7 +467,12 @@ def _decode(entry_id: Any, fields: dict[Any, Any] | None, deliveries: int) -> En
     workspace_id, charge = event.workspace_id, event.charge_nanos
     if "w" in text and "c" in text:  # what the proxy added to `pending`, exactly
         workspace_id, charge = entry_workspace_and_charge(text)
-    return Entry(entry_id, event, fields, workspace_id, charge, deliveries)
+    kept = None
+    if BODIES_FIELD in text:
+        kept = bodies.decode(text[BODIES_FIELD])
+        if kept is None:
+            log.warning("the bodies of %s do not decode; its usage is stored without them", event.request_id)
+    return Entry(entry_id, event, fields, workspace_id, charge, deliveries, kept=kept)
 
 
 def _text(value: Any) -> str:

@@ -6,7 +6,8 @@ import uuid
 from typing import Any
 
 from django.conf import settings
-from django.contrib.postgres.indexes import BrinIndex
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import BrinIndex, GinIndex
 from django.db import models
 from django.utils import timezone
 
@@ -153,11 +154,16 @@ class WorkspaceModelPrice(PriceFields):
 class UsageEvent(models.Model):
     """One proxied request, as emitted by the proxy (contracts.events.UsageEvent) and ingested by Celery.
 
-    `request_id` is unique: ingesting the same event twice is a no-op. Sized for hundreds of millions
-    of rows: a BRIN index on `started_at` (rows arrive in time order) serves time-range scans cheaply,
-    and the b-tree on (workspace, started_at) serves a workspace's recent history."""
+    The table is partitioned by month of `started_at` (native range partitioning, billing.partitions): a
+    time-bounded query reads only its months, and retention drops whole months. Postgres requires every
+    unique key of a partitioned table to contain the partition key, so the database's primary key is
+    (id, started_at) — Django still addresses rows by `id`, which the identity sequence keeps unique — and
+    (request_id, started_at) is unique: the proxy names every request once (`req_<uuid4>`) and an event's
+    `started_at` never changes between deliveries, so ingesting the same event twice is still a no-op.
+    The b-tree on (workspace, started_at, id) serves a workspace's history newest first (the request log's
+    keyset pages); the others serve the log's selective filters."""
 
-    request_id = models.CharField(max_length=64, unique=True)
+    request_id = models.CharField(max_length=64)
     workspace = models.ForeignKey("tenants.Workspace", on_delete=models.PROTECT, related_name="+")
     key = models.ForeignKey("tenants.GatewayKey", on_delete=models.PROTECT, related_name="+")
     credential = models.ForeignKey(
@@ -203,11 +209,21 @@ class UsageEvent(models.Model):
     )
 
     class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["request_id", "started_at"], name="usageevent_request_unique"),
+        ]
         indexes = [
-            models.Index(fields=["workspace", "started_at"]),
+            models.Index(fields=["workspace", "started_at", "id"], name="usageevent_ws_started_id"),
             # statements: the events behind a period's usage debits (same timestamp as their ledger entry)
             models.Index(fields=["workspace", "ingested_at"]),
             BrinIndex(fields=["started_at"], name="usageevent_started_brin"),
+            models.Index(fields=["workspace", "key", "started_at"], name="usageevent_ws_key_started"),
+            models.Index(
+                fields=["workspace", "end_user", "started_at"],
+                name="usageevent_ws_user_started",
+                condition=~models.Q(end_user=""),
+            ),
+            GinIndex(fields=["metadata"], name="usageevent_metadata_gin", opclasses=["jsonb_path_ops"]),
         ]
 
     def __str__(self) -> str:
@@ -239,16 +255,24 @@ class UsageDeadLetter(models.Model):
         return f"dead letter {self.entry_id} (workspace {self.workspace_id})"
 
 
-class UsageRollup(models.Model):
-    """Hourly totals per workspace x key x provider x model x status class, updated in the same
-    transaction as the events they count (so the rollups always equal the events)."""
+class RollupFields(models.Model):
+    """The sums and histograms of a usage rollup row (hourly: UsageRollup; daily: UsageRollupDay).
+
+    One row per workspace x key x provider x model x status class x error code x period, updated in the
+    same transaction as the events they count (so the rollups always equal the events), and kept forever,
+    when the events' partitions are long dropped.
+
+    `latency_hist` and `ttfb_hist` count requests per fixed bucket (billing.histogram.BOUNDS_MS), so
+    p50/p95/p99 for any range and any breakdown are computed by adding rollup rows, never by scanning
+    events. `ttfb_hist` counts only requests that have a time to first byte. Daily rows exist so that a
+    30-day chart adds 30 rows per series rather than 720."""
 
     workspace = models.ForeignKey("tenants.Workspace", on_delete=models.PROTECT, related_name="+")
     key = models.ForeignKey("tenants.GatewayKey", on_delete=models.PROTECT, related_name="+")
     provider = models.CharField(max_length=64)
     model = models.CharField(max_length=200)
     status_class = models.CharField(max_length=3)  # "2xx", "4xx", "5xx"
-    hour = models.DateTimeField()
+    error_code = models.CharField(max_length=64, blank=True, default="")
     requests = models.BigIntegerField(default=0)
     unpriced_requests = models.BigIntegerField(default=0)
     estimated_requests = models.BigIntegerField(default=0)
@@ -260,17 +284,48 @@ class UsageRollup(models.Model):
     cost_nanos = models.BigIntegerField(default=0)
     charge_nanos = models.BigIntegerField(default=0)
     latency_ms_total = models.BigIntegerField(default=0)
+    stream_requests = models.BigIntegerField(default=0)
+    latency_hist = ArrayField(models.BigIntegerField(), default=list, blank=True)
+    ttfb_hist = ArrayField(models.BigIntegerField(), default=list, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class UsageRollup(RollupFields):
+    """Hourly rollups (`hour` is the UTC hour the requests started in)."""
+
+    hour = models.DateTimeField()
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["workspace", "key", "provider", "model", "status_class", "hour"], name="usagerollup_unique"
+                fields=["workspace", "key", "provider", "model", "status_class", "error_code", "hour"],
+                name="usagerollup_unique_v2",
             )
         ]
         indexes = [models.Index(fields=["workspace", "hour"])]
 
     def __str__(self) -> str:
         return f"{self.hour:%Y-%m-%d %H}:00 {self.provider}/{self.model} {self.status_class}: {self.requests}"
+
+
+class UsageRollupDay(RollupFields):
+    """Daily rollups (`day` is the UTC day the requests started on): the same sums as the hourly rows."""
+
+    day = models.DateField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "key", "provider", "model", "status_class", "error_code", "day"],
+                name="usagerollupday_unique",
+            )
+        ]
+        indexes = [models.Index(fields=["workspace", "day"])]
+
+    def __str__(self) -> str:
+        return f"{self.day:%Y-%m-%d} {self.provider}/{self.model} {self.status_class}: {self.requests}"
 
 
 class Plan(models.Model):
@@ -510,3 +565,71 @@ class Statement(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} statement {self.period_start:%Y-%m} of workspace {self.workspace_id}"
+
+
+class RequestBody(models.Model):
+    """The request and response bodies of one proxied request, stored only when the workspace (or the
+    gateway key) opted in and the request did not opt out (docs/request-log.md). Each body is cut at
+    `contracts.events.BODY_MAX_BYTES`; headers are never stored. Raw bytes (bytea), as the client and the
+    provider sent them: nothing is decoded or re-encoded on the way in, a NUL byte included.
+
+    Deleted by `billing.tasks.purge_request_bodies` once older than the workspace's retention."""
+
+    request_id = models.CharField(max_length=64, unique=True)
+    workspace = models.ForeignKey("tenants.Workspace", on_delete=models.PROTECT, related_name="+")
+    started_at = models.DateTimeField()
+    request = models.BinaryField(default=bytes)
+    response = models.BinaryField(default=bytes)
+    request_truncated = models.BooleanField(default=False)
+    response_truncated = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["workspace", "started_at"])]
+
+    def __str__(self) -> str:
+        return f"bodies of {self.request_id}"
+
+
+class UsageExport(models.Model):
+    """A CSV export of the request log built by a Celery task (billing.exports) for filters that match
+    too many rows to stream in one response. The file is kept in Postgres, in parts (UsageExportPart),
+    so every web process can serve it whichever host built it."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Queued"
+        RUNNING = "running", "Building"
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    workspace = models.ForeignKey("tenants.Workspace", on_delete=models.PROTECT, related_name="+")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    filters = models.JSONField(default=dict, help_text="The request log filters, as the query string had them.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    rows = models.BigIntegerField(default=0)
+    size_bytes = models.BigIntegerField(default=0)
+    error = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["workspace", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"export {self.public_id} ({self.status})"
+
+
+class UsageExportPart(models.Model):
+    """One gzip member of an export's CSV, in order; concatenated they are one valid .csv.gz file."""
+
+    export = models.ForeignKey(UsageExport, on_delete=models.CASCADE, related_name="parts")
+    seq = models.PositiveIntegerField()
+    data = models.BinaryField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["export", "seq"], name="usageexportpart_unique")]
+
+    def __str__(self) -> str:
+        return f"part {self.seq} of export {self.export_id}"

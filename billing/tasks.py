@@ -57,3 +57,27 @@ def issue_monthly_statements() -> dict[str, int]:
     from billing.statements import monthly_statements_issue
 
     return monthly_statements_issue()
+
+
+@shared_task(name="billing.usage_partitions", ignore_result=True)
+def usage_partitions() -> dict[str, list[str]]:
+    """Beat: create the usage event months ahead, drop the months past retention (billing.partitions)."""
+    from billing.partitions import usage_partitions_drop_expired, usage_partitions_ensure
+
+    return {"created": usage_partitions_ensure(), "dropped": usage_partitions_drop_expired()}
+
+
+@shared_task(name="billing.purge_request_bodies", ignore_result=True)
+def purge_request_bodies() -> int:
+    """Beat, hourly: delete stored bodies older than their workspace's retention."""
+    from billing.bodies import request_bodies_purge
+
+    return request_bodies_purge()
+
+
+@shared_task(name="billing.build_usage_export", ignore_result=True)
+def build_usage_export(export_id: int) -> str:
+    """Build a request log CSV export into gzip parts (billing.exports)."""
+    from billing.exports import usage_export_build
+
+    return usage_export_build(export_id=export_id)

@@ -219,8 +219,9 @@ class WorkspaceAdmin(ServiceAdmin):
     list_display = ["name", "slug", "plan", "managed_access", "created_at"]
     list_filter = ["plan", "managed_access"]
     search_fields = ["name", "slug"]
-    # the slug is in every dashboard URL and in the proxy's cached documents: fixed at creation
-    readonly_fields = ["public_id", "slug", "created_by", "created_at"]
+    # the slug is in every dashboard URL and in the proxy's cached documents: fixed at creation; the
+    # request-log settings are the workspace's own choice (dashboard Settings, tenants.services.logging)
+    readonly_fields = ["public_id", "slug", "created_by", "created_at", "log_bodies", "body_retention_days"]
     inlines = [MembershipInline]
 
     def has_add_permission(self, request):  # type: ignore[no-untyped-def]
@@ -351,6 +352,7 @@ class GatewayKeyAdmin(ServiceAdmin):
         "last_used_at",
         "revoked_at",
         "revoked_by",
+        "log_bodies",
     ]
     fields = ["name", "expires_at", "allowed_models", *readonly_fields]
     actions = ["revoke"]

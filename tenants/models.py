@@ -78,6 +78,14 @@ class Workspace(models.Model):
         help_text="May use the platform-managed provider credentials (charged at cost x (1 + managed markup)) "
         "for providers it has no key of its own for.",
     )
+    log_bodies = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="Store request and response bodies (cut at a documented size) for the request log.",
+    )
+    body_retention_days = models.PositiveSmallIntegerField(
+        default=30, db_default=30, help_text="Stored bodies are deleted after this many days (1-365)."
+    )
 
     def __str__(self) -> str:
         return self.name
@@ -209,6 +217,9 @@ class GatewayKey(models.Model):
         default=list,
         blank=True,
         help_text="Model ids or glob patterns (`openai/*`, `anthropic/claude-*`) this key may call; empty = any.",
+    )
+    log_bodies = models.BooleanField(
+        null=True, blank=True, help_text="Store bodies of this key's requests; empty: as the workspace says."
     )
 
     def __str__(self) -> str:

@@ -263,3 +263,19 @@ CELERY_BEAT_SCHEDULE["billing.issue_monthly_statements"] = {
     "schedule": 3600.0,  # hourly; the task issues last month's missing statements, so the 1st is never missed
     "options": {"expires": 600},
 }
+
+# Request log: usage events are kept this many days (whole monthly partitions are dropped once the month
+# ended that long ago; billing.partitions). 0 keeps them forever. Rollups and the ledger are always kept.
+TURNPIKE_USAGE_EVENT_RETENTION_DAYS = env_int("TURNPIKE_USAGE_EVENT_RETENTION_DAYS", 400)
+# Exports of more rows than this are built by a Celery task and offered as a download when ready.
+TURNPIKE_EXPORT_STREAM_MAX_ROWS = env_int("TURNPIKE_EXPORT_STREAM_MAX_ROWS", 100_000)
+CELERY_BEAT_SCHEDULE["billing.usage_partitions"] = {
+    "task": "billing.usage_partitions",
+    "schedule": 6 * 3600.0,  # creates months three ahead, so a missed day is harmless
+    "options": {"expires": 3600},
+}
+CELERY_BEAT_SCHEDULE["billing.purge_request_bodies"] = {
+    "task": "billing.purge_request_bodies",
+    "schedule": 3600.0,
+    "options": {"expires": 1800},
+}

@@ -37,6 +37,8 @@ NOT_TENANT_OWNED: dict[str, str] = {
     "tenants.PlatformCredential": "the platform's own provider keys (managed credentials), shared by workspaces",
     "billing.DocumentSequence": "the platform-wide counter of invoice and credit-note numbers per issuing entity",
     "billing.StripeEvent": "Stripe webhook events handled, platform-wide: an event may name no workspace of ours",
+    "billing.UsageExportPart": "a slice of one export's file, reached only through its UsageExport (which has "
+    "the workspace key) and deleted with it",
     "billing.UsageDeadLetter": "usage entries ingestion could not store, for operators: one may name no known "
     "workspace (undecodable, or a workspace id that does not exist), and its insert must never fail on a key",
 }
