@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 from redis.exceptions import RedisError
 
+from contracts import bodies
 from contracts.cachekeys import GATEWAY_KEY_PREFIX, looks_like_gateway_key
 from proxy import generation
 from proxy.auth import AuthBusy, KeyContext
@@ -32,7 +33,7 @@ from proxy.config import ProxyConfig
 from proxy.embeddings import Embeddings
 from proxy.errors import ProxyError
 from proxy.gateway import Exchange, ModelEndpoint
-from proxy.http import api_key, parse_json_object, read_body, send_bytes, send_error
+from proxy.http import api_key, header, parse_json_object, read_body, send_bytes, send_error
 from proxy.messages import CountTokens, Messages
 from proxy.responses import Responses
 from proxy.runtime import Runtime
@@ -42,6 +43,7 @@ from proxy.upstream import TransportError
 log = logging.getLogger("turnpike.proxy")
 
 DISCOVERY_TTL = 300.0
+_OPT_OUT = frozenset({"off", "false", "0", "no"})  # x-turnpike-log-bodies values that opt a request out
 
 
 def new_request_id() -> str:
@@ -160,7 +162,12 @@ class ProxyApp:
         key = await self._authenticate(scope)
         body_bytes = await read_body(receive, limit=self.rt.config.max_body_bytes)
         body = parse_json_object(body_bytes)
-        await endpoint(Exchange(scope, receive, send, key, body, body_bytes, request_id, started, started_ms))
+        recorder = None
+        if key.logs_bodies and (header(scope, bodies.OPT_OUT_HEADER) or "").strip().lower() not in _OPT_OUT:
+            send = recorder = bodies.Recorder(send)
+        await endpoint(
+            Exchange(scope, receive, send, key, body, body_bytes, request_id, started, started_ms, recorder=recorder)
+        )
 
     async def _models(self, scope: Scope, send: Send, request_id: str) -> None:
         assert self.rt is not None

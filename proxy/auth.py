@@ -139,6 +139,7 @@ class WorkspaceContext:
     byok_fee_rate: Decimal = Decimal(0)
     managed_markup_rate: Decimal = Decimal(0)
     slug: str = ""  # the dashboard's name for the workspace (/w/<slug>/); never changes
+    log_bodies: bool = False  # store request and response bodies (docs/request-log.md)
 
     def charge_rate(self, credential: Credential) -> Decimal:
         """Multiplier from provider cost to what the balance is charged (BRIEF: money model)."""
@@ -163,6 +164,11 @@ class KeyContext:
     expires_at: float | None  # unix seconds
     workspace: WorkspaceContext
     allowed_models: tuple[str, ...] = ()  # model ids / glob patterns; empty = any model
+    log_bodies: bool | None = None  # store bodies of this key's requests; None: as the workspace says
+
+    @property
+    def logs_bodies(self) -> bool:
+        return self.workspace.log_bodies if self.log_bodies is None else self.log_bodies
 
     def expired(self, now: float | None = None) -> bool:
         return self.expires_at is not None and (now or time.time()) >= self.expires_at
@@ -283,6 +289,7 @@ class KeyResolver:
             expires_at=expires_at,
             workspace=workspace,
             allowed_models=tuple(doc.get("allowed_models") or ()),
+            log_bodies=doc.get("log_bodies"),
         )
 
     async def workspace(self, workspace_id: int) -> WorkspaceContext:
@@ -475,6 +482,7 @@ class KeyResolver:
             "expires_at": row.expires_at.timestamp() if row.expires_at else None,
             "revoked": row.revoked_at is not None,
             "allowed_models": list(row.allowed_models or []),
+            "log_bodies": row.log_bodies,
         }
 
     async def _workspace_doc_from_store(self, workspace_id: int) -> dict[str, Any]:
@@ -491,6 +499,7 @@ class KeyResolver:
             "workspace_slug": row.slug,
             "byok_fee_rate": str(row.byok_fee_rate),
             "managed_markup_rate": str(row.managed_markup_rate),
+            "log_bodies": row.log_bodies,
             "data_key": None
             if data_key is None
             else {"master_key_id": data_key[0], "wrapped": base64.b64encode(data_key[1]).decode()},
@@ -588,4 +597,5 @@ class KeyResolver:
             byok_fee_rate=Decimal(doc.get("byok_fee_rate", "0")),
             managed_markup_rate=Decimal(doc.get("managed_markup_rate", "0")),
             slug=str(doc.get("workspace_slug") or ""),
+            log_bodies=doc.get("log_bodies") is True,
         )

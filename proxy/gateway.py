@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from contracts import bodies
 from contracts.balance import clamp_amount
 from contracts.events import UsageEvent
 from contracts.pricing import WEB_SEARCH, Price, Tier, Usage, charge_nanos, cost_nanos
@@ -94,6 +95,7 @@ class Exchange:
     spec: ProviderSpec | None = None
     rate: Decimal | None = None  # provider cost -> charge multiplier of the route's credential
     outcome: Outcome = field(default_factory=Outcome)
+    recorder: bodies.Recorder | None = None  # set when the bodies are to be stored (contracts.bodies)
 
     @property
     def stream(self) -> bool:
@@ -544,7 +546,13 @@ class ModelEndpoint:
             started_at_ms=x.started_ms,
             finished_at_ms=int(time.time() * 1000),
         )
-        self.rt.emitter.emit(event)
+        recorder = x.recorder
+        if recorder is None:
+            self.rt.emitter.emit(event)
+            return
+        request, request_cut = bodies.cut(x.body_bytes)
+        kept = bodies.Bodies(request, recorder.body(), request_cut, recorder.truncated)
+        self.rt.emitter.emit(event, kept)
 
 
 def estimate(counted: Usage, partial: Usage | None) -> Usage:

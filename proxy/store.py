@@ -20,7 +20,7 @@ from contracts.pricing import Price
 
 KEY_SQL = """
 SELECT k.id AS key_id, k.public_id::text AS key_public_id, k.name AS key_name, k.expires_at, k.revoked_at,
-       k.allowed_models,
+       k.allowed_models, k.log_bodies,
        w.id AS workspace_id, w.public_id::text AS workspace_public_id, w.slug AS workspace_slug
 FROM tenants_gatewaykey k JOIN tenants_workspace w ON w.id = k.workspace_id
 WHERE k.key_hash = %s
@@ -36,7 +36,7 @@ ORDER BY created_at, id
 DATA_KEY_SQL = "SELECT master_key_id, wrapped_key FROM tenants_workspacedatakey WHERE workspace_id = %s"
 
 WORKSPACE_SQL = """
-SELECT w.public_id::text AS public_id, w.slug, w.managed_access,
+SELECT w.public_id::text AS public_id, w.slug, w.managed_access, w.log_bodies,
        COALESCE(p.byok_fee_rate, d.byok_fee_rate, 0) AS byok_fee_rate,
        COALESCE(p.managed_markup_rate, d.managed_markup_rate, 0) AS managed_markup_rate
 FROM tenants_workspace w
@@ -81,6 +81,7 @@ class KeyRow:
     workspace_public_id: str
     workspace_slug: str
     allowed_models: list[str]
+    log_bodies: bool | None = None  # None: as the workspace says
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +91,7 @@ class WorkspaceRow:
     managed_markup_rate: Decimal
     managed_access: bool = False
     slug: str = ""
+    log_bodies: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +194,7 @@ class Store:
             managed_markup_rate=Decimal(rows[0]["managed_markup_rate"]),
             managed_access=bool(rows[0]["managed_access"]),
             slug=rows[0]["slug"],
+            log_bodies=bool(rows[0]["log_bodies"]),
         )
 
     async def platform_credentials(self) -> list[PlatformCredentialRow]:

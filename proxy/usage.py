@@ -51,6 +51,8 @@ from redis import exceptions as redis_errors
 from redis.exceptions import RedisError, ResponseError
 
 from contracts import balance
+from contracts.bodies import FIELD as BODIES_FIELD
+from contracts.bodies import Bodies
 from contracts.events import USAGE_STREAM, UsageEvent
 
 log = logging.getLogger("turnpike.proxy.usage")
@@ -87,9 +89,9 @@ class UsageEmitter:
         self._tasks: set[asyncio.Task[None]] = set()
         self._by_request: dict[str, asyncio.Task[None]] = {}  # emissions under way, by request id
 
-    def emit(self, event: UsageEvent) -> None:
-        """Schedule the emission; returns at once."""
-        task = asyncio.get_running_loop().create_task(self._emit(event))
+    def emit(self, event: UsageEvent, kept: Bodies | None = None) -> None:
+        """Schedule the emission (with the request's bodies, if they are to be stored); returns at once."""
+        task = asyncio.get_running_loop().create_task(self._emit(event, kept))
         self._tasks.add(task)
         request_id = event.request_id
         self._by_request[request_id] = task
@@ -113,8 +115,10 @@ class UsageEmitter:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def _emit(self, event: UsageEvent) -> None:
+    async def _emit(self, event: UsageEvent, kept: Bodies | None = None) -> None:
         fields = event.to_fields()
+        if kept is not None:
+            fields[BODIES_FIELD] = kept.encode()
         try:
             await self._send(event.workspace_id, event.request_id, event.charge_nanos, fields)
         except (RedisError, OSError) as exc:
@@ -264,8 +268,12 @@ class UsageEmitter:
         return outcome
 
     async def _replay_event(self, stem: str, text: str, event: UsageEvent) -> _Line:
+        fields = event.to_fields()
+        kept = _bodies_of_line(text)
+        if kept:
+            fields[BODIES_FIELD] = kept
         try:
-            await self._send(event.workspace_id, event.request_id, event.charge_nanos, event.to_fields())
+            await self._send(event.workspace_id, event.request_id, event.charge_nanos, fields)
         except (ResponseError, redis_errors.DataError) as exc:
             if isinstance(exc, TRANSIENT_REFUSALS) or str(exc).startswith(TRANSIENT_PREFIXES):
                 log.warning("Redis refused spooled usage for now (%s); replay resumes on a later pass", exc)
@@ -319,6 +327,15 @@ def _try_lock(path: Path) -> IO[bytes] | None:
         pass
     fh.close()
     return None
+
+
+def _bodies_of_line(text: str) -> str:
+    """The spooled line's bodies field (contracts.bodies), passed on as it was; "" if none."""
+    try:
+        value = json.loads(text).get(BODIES_FIELD, "")
+    except (ValueError, AttributeError):
+        return ""
+    return value if isinstance(value, str) else ""
 
 
 def _decode_line(text: str) -> UsageEvent:
