@@ -77,6 +77,8 @@ def page_context(request: HttpRequest, nav: str, **extra: Any) -> dict[str, Any]
             "billing": role_allows(role, Perm.BILLING_VIEW),
             "credentials": role_allows(role, Perm.CREDENTIALS_VIEW),
             "keys": role_allows(role, Perm.KEYS_VIEW),
+            "usage": role_allows(role, Perm.USAGE_VIEW),
+            "bodies": role_allows(role, Perm.BODIES_VIEW),
         },
         **extra,
     }

@@ -1,28 +1,26 @@
-"""Query-string filters shared by the list pages (ledger history, audit log) and their CSV exports."""
+"""Query-string filters shared by the list pages (ledger history, audit log, request log, analytics) and their
+CSV exports."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import datetime
 
 from django.http import HttpRequest
+
+from billing.timerange import RANGE_LABELS, RANGES, TimeRange, days_between
+from billing.timerange import time_range as usage_time_range
+
+__all__ = ["RANGES", "RANGE_LABELS", "Echo", "TimeRange", "csv_safe", "day_range", "time_range"]
 
 
 def day_range(request: HttpRequest) -> tuple[dict[str, datetime], list[str]]:
     """`from` and `to` (UTC days, inclusive) as {"since", "before"}; problems as sentences for the page."""
-    bounds: dict[str, datetime] = {}
-    problems: list[str] = []
-    for name, end in (("from", False), ("to", True)):
-        text = request.GET.get(name, "")
-        if not text:
-            continue
-        try:
-            day = datetime.strptime(text, "%Y-%m-%d").date()
-        except ValueError:
-            problems.append(f"“{text[:20]}” is not a date (YYYY-MM-DD).")
-            continue
-        moment = datetime.combine(day, time.min, tzinfo=UTC)
-        bounds["before" if end else "since"] = moment + timedelta(days=1) if end else moment
-    return bounds, problems
+    return days_between(request.GET)
+
+
+def time_range(request: HttpRequest, *, now: datetime | None = None) -> tuple[TimeRange, list[str]]:
+    """The usage time range the query string asks for (billing.timerange.time_range)."""
+    return usage_time_range(request.GET, now=now)
 
 
 class Echo:
