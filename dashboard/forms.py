@@ -59,3 +59,9 @@ class InviteForm(forms.Form):
 
 class RoleForm(forms.Form):
     role = forms.ChoiceField(choices=Role.choices)
+
+
+class ConnectTestForm(forms.Form):
+    """The key a test request from the Connect page is sent with (never stored)."""
+
+    key = forms.CharField(label="Turnpike key", max_length=200)

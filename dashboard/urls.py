@@ -1,6 +1,6 @@
 from django.urls import path
 
-from dashboard import billing, catalog, documents, views
+from dashboard import analytics, billing, catalog, documents, requestlog, views
 
 app_name = "dashboard"
 urlpatterns = [
@@ -11,16 +11,29 @@ urlpatterns = [
     path("workspaces/new/", views.workspace_create, name="workspace_create"),
     path("invitations/<str:token>/", views.invitation_accept, name="invitation_accept"),
     path("w/<slug:slug>/", views.overview, name="overview"),
+    path("w/<slug:slug>/analytics/", analytics.analytics, name="analytics"),
+    path("w/<slug:slug>/requests/", requestlog.requests_list, name="requests"),
+    path("w/<slug:slug>/requests.csv", requestlog.requests_csv, name="requests_csv"),
+    path("w/<slug:slug>/requests/exports/", requestlog.export_start, name="requests_export"),
+    path(
+        "w/<slug:slug>/requests/exports/<uuid:export_id>/",
+        requestlog.export_download,
+        name="requests_export_download",
+    ),
+    path("w/<slug:slug>/requests/<str:request_id>/", requestlog.request_detail, name="request_detail"),
+    path("w/<slug:slug>/settings/request-log/", requestlog.logging_settings, name="settings_request_log"),
     path("w/<slug:slug>/credentials/", views.credentials, name="credentials"),
     path("w/<slug:slug>/credentials/<str:credential_id>/rotate/", views.credential_rotate, name="credential_rotate"),
     path("w/<slug:slug>/credentials/<str:credential_id>/remove/", views.credential_remove, name="credential_remove"),
     path("w/<slug:slug>/keys/", views.keys, name="keys"),
     path("w/<slug:slug>/keys/<str:key_id>/revoke/", views.key_revoke, name="key_revoke"),
     path("w/<slug:slug>/connect/", views.connect, name="connect"),
+    path("w/<slug:slug>/connect/test/", views.connect_test, name="connect_test"),
     path("w/<slug:slug>/members/", views.members, name="members"),
     path("w/<slug:slug>/members/<str:member_id>/role/", views.member_role, name="member_role"),
     path("w/<slug:slug>/members/<str:member_id>/remove/", views.member_remove, name="member_remove"),
     path("w/<slug:slug>/invitations/<str:invitation_id>/revoke/", views.invitation_revoke, name="invitation_revoke"),
+    path("w/<slug:slug>/invitations/<str:invitation_id>/link/", views.invitation_link, name="invitation_link"),
     path("w/<slug:slug>/settings/", views.workspace_settings, name="settings"),
     path("w/<slug:slug>/audit/", views.audit, name="audit"),
     path("w/<slug:slug>/audit.csv", views.audit_csv, name="audit_csv"),

@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
+from time import monotonic
 from typing import Any
 
+import httpx
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -14,6 +16,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_POST
 
 from billing import selectors as billing_selectors
@@ -28,9 +31,18 @@ from dashboard.access import (
     workspace_view,
 )
 from dashboard.filters import Echo, csv_safe, day_range
-from dashboard.forms import CredentialForm, GatewayKeyForm, InviteForm, RoleForm, RotateCredentialForm, WorkspaceForm
+from dashboard.forms import (
+    ConnectTestForm,
+    CredentialForm,
+    GatewayKeyForm,
+    InviteForm,
+    RoleForm,
+    RotateCredentialForm,
+    WorkspaceForm,
+)
 from dashboard.templatetags.audit import audit_details
 from tenants import selectors, services
+from tenants.models import Invitation, Membership
 from tenants.roles import Perm, Role
 
 DEMO_MODELS = {
@@ -218,8 +230,14 @@ def keys(request: HttpRequest, slug: str) -> HttpResponse:
             except ApplicationError as exc:
                 apply_error(form, exc)
             else:
-                # Rendered in this response only: the plaintext is never stored, in the session or anywhere.
+                # Rendered in this response, and handed to the Connect page through a one-time session value
+                # (popped there, ignored after CONNECT_KEY_TTL): the plaintext is never stored anywhere else.
                 created = {"key": key, "plaintext": plaintext}
+                request.session[CONNECT_KEY_SESSION_KEY] = {
+                    "workspace": workspace.pk,
+                    "key": plaintext,
+                    "at": timezone.now().timestamp(),
+                }
                 form = GatewayKeyForm()
     items = selectors.gateway_keys_list(workspace=workspace)
     response = render(
@@ -241,17 +259,27 @@ def key_revoke(request: HttpRequest, slug: str, key_id: str) -> HttpResponse:
 
 # --- connect -------------------------------------------------------------------------------------------------
 
+CONNECT_KEY_SESSION_KEY = "turnpike_connect_key_once"
+CONNECT_KEY_TTL = timedelta(minutes=15)
+CONNECT_TEST_TIMEOUT = httpx.Timeout(15.0, connect=3.0)
+CONNECT_TEST_PROMPT = "Say hello"
+CONNECT_TEST_MAX_TOKENS = 16
 
-@workspace_view(Perm.WORKSPACE_VIEW)
-def connect(request: HttpRequest, slug: str) -> HttpResponse:
-    workspace = request.workspace  # type: ignore[attr-defined]
-    credentials = list(selectors.provider_credentials_list(workspace=workspace))
-    model = "openai/gpt-4o-mini"
+
+def _connect_model(credentials: list[Any]) -> str:
+    """The model the snippets (and the test request) use: one this workspace has a provider key for."""
     for credential in credentials:
         if credential.provider in DEMO_MODELS:
-            model = f"{credential.provider}/{DEMO_MODELS[credential.provider]}"
-            break
-    return render(
+            return f"{credential.provider}/{DEMO_MODELS[credential.provider]}"
+    return "openai/gpt-4o-mini"
+
+
+def _connect_page(
+    request: HttpRequest, *, key: str = "", fresh: bool = False, status: int = 200, **extra: Any
+) -> HttpResponse:
+    workspace = request.workspace  # type: ignore[attr-defined]
+    credentials = list(selectors.provider_credentials_list(workspace=workspace))
+    response = render(
         request,
         "dashboard/connect.html",
         page_context(
@@ -260,10 +288,82 @@ def connect(request: HttpRequest, slug: str) -> HttpResponse:
             base_url=settings.TURNPIKE_PROXY_BASE_URL,
             # the anthropic SDK appends /v1/messages itself
             anthropic_base_url=settings.TURNPIKE_PROXY_BASE_URL.rstrip("/").removesuffix("/v1"),
-            model=model,
+            model=_connect_model(credentials),
             has_credentials=bool(credentials),
+            key=key,
+            fresh=fresh,
+            **extra,
         ),
+        status=status,
     )
+    if key:
+        response["Cache-Control"] = "no-store"
+    return response
+
+
+@workspace_view(Perm.WORKSPACE_VIEW)
+def connect(request: HttpRequest, slug: str) -> HttpResponse:
+    """The snippets; right after a key was created (Gateway keys page) they carry that key, this once."""
+    once = request.session.pop(CONNECT_KEY_SESSION_KEY, None)
+    key = ""
+    if (
+        isinstance(once, dict)
+        and once.get("workspace") == request.workspace.pk  # type: ignore[attr-defined]
+        and timezone.now().timestamp() - float(once.get("at", 0)) < CONNECT_KEY_TTL.total_seconds()
+    ):
+        key = str(once.get("key", ""))
+    return _connect_page(request, key=key, fresh=bool(key))
+
+
+@require_POST
+@sensitive_post_parameters("key")
+@workspace_view(Perm.WORKSPACE_VIEW)
+def connect_test(request: HttpRequest, slug: str) -> HttpResponse:
+    """The "Send a test request" button: a tiny chat completion through the proxy with the key from the
+    form, and the proxy's real answer (or its error: status and message) on the page. The key is neither
+    logged nor stored; it goes back into this one response (no-store) so the snippets stay filled."""
+    form = ConnectTestForm(request.POST)
+    if not form.is_valid():
+        return _connect_page(request, test={"error": "Paste a Turnpike key to send a test request."}, status=400)
+    key = form.cleaned_data["key"]
+    credentials = list(selectors.provider_credentials_list(workspace=request.workspace))  # type: ignore[attr-defined]
+    model = _connect_model(credentials)
+    return _connect_page(request, key=key, test=_send_test_request(key=key, model=model))
+
+
+def _send_test_request(*, key: str, model: str) -> dict[str, Any]:
+    url = f"{settings.TURNPIKE_PROXY_BASE_URL.rstrip('/')}/chat/completions"
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": CONNECT_TEST_PROMPT}],
+        "max_tokens": CONNECT_TEST_MAX_TOKENS,
+    }
+    started = monotonic()
+    try:
+        reply = httpx.post(url, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=CONNECT_TEST_TIMEOUT)
+    except httpx.HTTPError as exc:
+        return {"model": model, "error": f"Could not reach Turnpike at {url} ({type(exc).__name__})."}
+    result: dict[str, Any] = {
+        "model": model,
+        "status": reply.status_code,
+        "ms": round((monotonic() - started) * 1000),
+        "request_id": reply.headers.get("x-request-id", ""),
+    }
+    try:
+        data = reply.json()
+    except ValueError:
+        data = None
+    if reply.is_success and isinstance(data, dict):
+        try:
+            result["answer"] = str(data["choices"][0]["message"]["content"] or "").strip() or "(an empty answer)"
+        except (KeyError, IndexError, TypeError):
+            result["error"] = "The answer was not a chat completion."
+        return result
+    message = ""
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        message = str(data["error"].get("message") or "")
+    result["error"] = message or reply.reason_phrase or "The request failed."
+    return result
 
 
 # --- members -------------------------------------------------------------------------------------------------
@@ -278,7 +378,7 @@ def members(request: HttpRequest, slug: str) -> HttpResponse:
             return forbidden(request, "Your role cannot invite members.")
         if form.is_valid():
             try:
-                services.invitation_create(
+                invitation, token = services.invitation_create(
                     workspace=workspace,
                     email=form.cleaned_data["email"],
                     role=form.cleaned_data["role"],
@@ -288,27 +388,83 @@ def members(request: HttpRequest, slug: str) -> HttpResponse:
             except ApplicationError as exc:
                 apply_error(form, exc)
             else:
-                messages.success(request, f"Invitation sent to {form.cleaned_data['email']}.")
+                messages.success(request, f"Invitation sent to {invitation.email}.")
+                _flash_invite_link(request, invitation, token)
                 return redirect("dashboard:members", slug)
-    context = page_context(
+    # The link of an invitation just created or re-issued: shown once (popped here), never stored elsewhere.
+    invite_link = request.session.pop(INVITE_LINK_SESSION_KEY, None)
+    if invite_link and invite_link.get("workspace") != workspace.pk:
+        invite_link = None
+    response = render(request, "dashboard/members.html", _members_context(request, form, invite_link=invite_link))
+    if invite_link:
+        response["Cache-Control"] = "no-store"
+    return response
+
+
+def _members_context(request: HttpRequest, form: InviteForm, **extra: Any) -> dict[str, Any]:
+    workspace = request.workspace  # type: ignore[attr-defined]
+    return page_context(
         request,
         "members",
         form=form,
         items=selectors.memberships_list(workspace=workspace),
         invitations=selectors.invitations_pending(workspace=workspace),
         roles=Role.choices,
+        **extra,
     )
-    return render(request, "dashboard/members.html", context)
+
+
+INVITE_LINK_SESSION_KEY = "turnpike_invite_link_once"
+
+
+def _flash_invite_link(request: HttpRequest, invitation: Invitation, token: str) -> None:
+    """Keep the link for the next members page only; the token is otherwise stored as a hash alone."""
+    request.session[INVITE_LINK_SESSION_KEY] = {
+        "workspace": invitation.workspace_id,
+        "email": invitation.email,
+        "url": services.invitation_accept_url(token),
+    }
+
+
+@require_POST
+@workspace_view(Perm.MEMBERS_MANAGE)
+def invitation_link(request: HttpRequest, slug: str, invitation_id: str) -> HttpResponse:
+    """A fresh link for a pending invitation, to copy (the old link stops working; the new one is emailed too)."""
+    invitation = selectors.invitation_get(workspace=request.workspace, invitation_id=invitation_id)  # type: ignore[attr-defined]
+    try:
+        invitation, token = services.invitation_reissue(
+            invitation=invitation,
+            acting_user=request.user,  # type: ignore[arg-type]
+            ip=client_ip(request),
+        )
+    except ApplicationError as exc:
+        if exc.status_code == 403:
+            return forbidden(request, exc.message)
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"New link for {invitation.email}; the previous link no longer works.")
+        _flash_invite_link(request, invitation, token)
+    return redirect("dashboard:members", slug)
 
 
 @require_POST
 @workspace_view(Perm.MEMBERS_MANAGE)
 def member_role(request: HttpRequest, slug: str, member_id: str) -> HttpResponse:
+    """Change a member's role, after a confirmation: a POST without `confirm=yes` shows the question
+    ("Make alice@x.com a Finance member?") at the top of the members page, with a button that sends
+    `confirm=yes` (no JavaScript needed); with JavaScript the page asks in place and sends it itself."""
     membership = selectors.membership_get(workspace=request.workspace, membership_id=member_id)  # type: ignore[attr-defined]
     form = RoleForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Choose a valid role.")
         return redirect("dashboard:members", slug)
+    role = Role(form.cleaned_data["role"])
+    if role == membership.role:
+        messages.info(request, f"{membership.user.email} is already {role.label}.")
+        return redirect("dashboard:members", slug)
+    if request.POST.get("confirm") != "yes":
+        confirm = {"member": membership, "role": role, "question": role_question(membership, role)}
+        return render(request, "dashboard/members.html", _members_context(request, InviteForm(), confirm=confirm))
     try:
         services.membership_change_role(
             membership=membership,
@@ -323,6 +479,11 @@ def member_role(request: HttpRequest, slug: str, member_id: str) -> HttpResponse
     else:
         messages.success(request, f"{membership.user.email} is now {Role(form.cleaned_data['role']).label}.")
     return redirect("dashboard:members", slug)
+
+
+def role_question(membership: Membership, role: Role) -> str:
+    article = "an" if role.label[0] in "AEIOU" else "a"
+    return f"Make {membership.user.email} {article} {role.label} member?"
 
 
 @require_POST

@@ -18,7 +18,7 @@ One concept per module; import from `tenants.services` (this package re-exports 
 - credentials: a workspace's provider credentials, plus the secret / base URL / live-check helpers
 - platform_credentials: managed credentials (platform_credential_save / secret)
 - keys: gateway keys and their allowed-model patterns
-- members: invitations, memberships and the owner rules
+- members: invitations (and their links), memberships and the owner rules
 """
 
 from tenants.services.common import audit, audit_changes, authorize, operator_metadata, require_permission
@@ -40,8 +40,11 @@ from tenants.services.keys import (
 )
 from tenants.services.members import (
     invitation_accept,
+    invitation_accept_url,
     invitation_create,
+    invitation_for_next,
     invitation_for_token,
+    invitation_reissue,
     invitation_revoke,
     membership_change_role,
     membership_remove,
@@ -60,8 +63,11 @@ __all__ = [
     "gateway_key_revoke",
     "gateway_key_update",
     "invitation_accept",
+    "invitation_accept_url",
     "invitation_create",
+    "invitation_for_next",
     "invitation_for_token",
+    "invitation_reissue",
     "invitation_revoke",
     "master_key_rotate",
     "membership_change_role",
@@ -81,3 +87,8 @@ __all__ = [
     "workspace_create",
     "workspace_update",
 ]
+
+# request log: stored bodies opt-in (tenants/services/logging.py)
+from tenants.services.logging import gateway_key_logging_update, workspace_logging_update
+
+__all__ += ["gateway_key_logging_update", "workspace_logging_update"]

@@ -1,11 +1,18 @@
-"""Members and invitations: invite by email (the token goes out by email only), accept, revoke, change
-a role, remove. Owner rules: only owners grant, change or remove the owner role, and a workspace
+"""Members and invitations: invite by email, accept, revoke, re-issue a link, change a role, remove.
+
+An invitation's token is stored only as its SHA-256 hash. The plaintext leaves `invitation_create` and
+`invitation_reissue` twice: in the email (sent on commit) and in the return value, which the dashboard
+shows the inviter once (a one-time session value popped on display) so the link can be copied.
+`invitation_for_next` reads a pending invitation back from a `next` URL (the sign-in and sign-up pages
+say who invited you to what). Owner rules: only owners grant, change or remove the owner role, and a workspace
 always keeps at least one owner (owner rows are locked so concurrent demotions serialise)."""
 
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.mail import send_mail
@@ -76,24 +83,80 @@ def invitation_create(
         ip=ip,
         metadata={"email": email, "role": role},
     )
-    accept_url = f"{settings.TURNPIKE_DASHBOARD_URL.rstrip('/')}/invitations/{token}/"
+    _send_invitation_email(invitation=invitation, token=token, inviter=acting_user)
+    return invitation, token
+
+
+def invitation_accept_url(token: str) -> str:
+    """The link an invited person opens (in the email, and the one the inviter may copy)."""
+    return f"{settings.TURNPIKE_DASHBOARD_URL.rstrip('/')}/invitations/{token}/"
+
+
+def _send_invitation_email(*, invitation: Invitation, token: str, inviter: User) -> None:
+    workspace, email, accept_url = invitation.workspace, invitation.email, invitation_accept_url(token)
     transaction.on_commit(
         lambda: send_mail(
-            subject=f"[Turnpike] {acting_user.email} invited you to {workspace.name}",
+            subject=f"[Turnpike] {inviter.email} invited you to {workspace.name}",
             message=(
-                f"{acting_user.email} invited you to join the workspace {workspace.name!r} on Turnpike "
-                f"as {Role(role).label}.\n\nAccept the invitation: {accept_url}\n\n"
+                f"{inviter.email} invited you to join the workspace {workspace.name!r} on Turnpike "
+                f"as {Role(invitation.role).label}.\n\nAccept the invitation: {accept_url}\n\n"
                 f"The link expires on {invitation.expires_at:%Y-%m-%d %H:%M} UTC."
             ),
             from_email=None,
             recipient_list=[email],
         )
     )
+
+
+@transaction.atomic
+def invitation_reissue(*, invitation: Invitation, acting_user: User, ip: str | None = None) -> tuple[Invitation, str]:
+    """A fresh link for a pending invitation (the old one stops working), valid for the full period again,
+    and emailed again. Returns (invitation, token); the token is not stored."""
+    invitation = Invitation.objects.select_for_update().select_related("workspace").get(pk=invitation.pk)
+    actor = require_permission(workspace=invitation.workspace, user=acting_user, perm=Perm.MEMBERS_MANAGE)
+    _guard_owner_rules(actor=actor, target_role=invitation.role)
+    if invitation.accepted_at is not None or invitation.revoked_at is not None:
+        raise ApplicationError("This invitation was already accepted or revoked; invite again instead.")
+    token = secrets.token_urlsafe(32)
+    invitation.token_hash = hash_token(token)
+    invitation.expires_at = timezone.now() + timedelta(days=settings.TURNPIKE_INVITATION_TTL_DAYS)
+    invitation.save(update_fields=["token_hash", "expires_at"])
+    audit(
+        workspace=invitation.workspace,
+        actor=acting_user,
+        action="member.invitation_reissued",
+        target=invitation,
+        ip=ip,
+        metadata={"email": invitation.email, "role": invitation.role},
+    )
+    _send_invitation_email(invitation=invitation, token=token, inviter=acting_user)
     return invitation, token
 
 
 def invitation_for_token(*, token: str) -> Invitation | None:
-    return Invitation.objects.select_related("workspace").filter(token_hash=hash_token(token or "")).first()
+    return (
+        Invitation.objects.select_related("workspace", "invited_by").filter(token_hash=hash_token(token or "")).first()
+    )
+
+
+_ACCEPT_PATH = re.compile(r"^/invitations/([A-Za-z0-9_-]{16,100})/$")
+
+
+def invitation_for_next(next_url: str | None) -> Invitation | None:
+    """The pending invitation a sign-in page's `next` points at (`/invitations/<token>/`), else None.
+    Anything else (another URL, an unknown, used, revoked or expired token) is None: no context, no error."""
+    if not next_url or len(next_url) > 300:
+        return None
+    parts = urlsplit(next_url)
+    if parts.scheme or parts.netloc or parts.query or parts.fragment:
+        return None
+    match = _ACCEPT_PATH.match(parts.path)
+    if match is None:
+        return None
+    invitation = (
+        Invitation.objects.select_related("workspace", "invited_by").filter(token_hash=hash_token(match[1])).first()
+    )
+    return invitation if invitation is not None and invitation.is_pending else None
 
 
 @transaction.atomic

@@ -12,9 +12,56 @@ from tests.dashboard.conftest import client_for
 
 pytestmark = pytest.mark.django_db
 
+
+def _request_of(world) -> str:
+    """A real request of `world`, written by the ingest code (its id is what an attacker would try)."""
+    import time
+    import uuid
+
+    from billing.ingest import usage_ingest_batch
+    from contracts.events import UsageEvent
+
+    now = int(time.time() * 1000)
+    event = UsageEvent(
+        request_id=f"req_{uuid.uuid4().hex}",
+        workspace_id=world.workspace.pk,
+        key_id=world.key.pk,
+        provider="openai",
+        credential_id=world.credential.pk,
+        credential_kind="byok",
+        model_requested="openai/gpt-4o-mini",
+        model_served="gpt-4o-mini",
+        status=200,
+        started_at_ms=now,
+        finished_at_ms=now + 5,
+    )
+    usage_ingest_batch(events=[event])
+    return event.request_id
+
+
+def _export_of(world) -> str:
+    """A ready request log export of `world`."""
+    from billing.models import UsageExport, UsageExportPart
+
+    export = UsageExport.objects.create(workspace=world.workspace, filters={}, status="ready", rows=0, size_bytes=1)
+    UsageExportPart.objects.create(export=export, seq=0, data=b"x")
+    return str(export.public_id)
+
+
 # name -> (method, builds the URL from (slug, world of the objects), form data)
 ROUTES = {
     "overview": ("GET", lambda s, w: f"/w/{s}/", {}),
+    "analytics": ("GET", lambda s, w: f"/w/{s}/analytics/", {}),
+    "requests": ("GET", lambda s, w: f"/w/{s}/requests/", {}),
+    "requests_csv": ("GET", lambda s, w: f"/w/{s}/requests.csv", {}),
+    "requests_export": ("POST", lambda s, w: f"/w/{s}/requests/exports/", {"range": "30d"}),
+    "requests_export_download": (
+        "GET",
+        lambda s, w: f"/w/{s}/requests/exports/{_export_of(w)}/",
+        {},
+    ),
+    "request_detail": ("GET", lambda s, w: f"/w/{s}/requests/{_request_of(w)}/", {}),
+    "settings_request_log": ("POST", lambda s, w: f"/w/{s}/settings/request-log/", {"log_bodies": "on"}),
     "credentials": ("GET", lambda s, w: f"/w/{s}/credentials/", {}),
     "credential_rotate": (
         "POST",
@@ -25,10 +72,12 @@ ROUTES = {
     "keys": ("GET", lambda s, w: f"/w/{s}/keys/", {}),
     "key_revoke": ("POST", lambda s, w: f"/w/{s}/keys/{w.key.public_id}/revoke/", {}),
     "connect": ("GET", lambda s, w: f"/w/{s}/connect/", {}),
+    "connect_test": ("POST", lambda s, w: f"/w/{s}/connect/test/", {"key": "tpk_live_not-a-real-key"}),
     "members": ("GET", lambda s, w: f"/w/{s}/members/", {}),
     "member_role": ("POST", lambda s, w: f"/w/{s}/members/{w.member.pk}/role/", {"role": "owner"}),
     "member_remove": ("POST", lambda s, w: f"/w/{s}/members/{w.member.pk}/remove/", {}),
     "invitation_revoke": ("POST", lambda s, w: f"/w/{s}/invitations/{w.invitation.pk}/revoke/", {}),
+    "invitation_link": ("POST", lambda s, w: f"/w/{s}/invitations/{w.invitation.pk}/link/", {}),
     "settings": ("GET", lambda s, w: f"/w/{s}/settings/", {}),
     "audit": ("GET", lambda s, w: f"/w/{s}/audit/", {}),
     "audit_csv": ("GET", lambda s, w: f"/w/{s}/audit.csv", {}),
@@ -50,6 +99,9 @@ ROUTES = {
 # Workspace-level actions: no object id in the URL, so there is no other workspace's id to try under my slug
 # (the slug test covers them). tests/dashboard/test_documents_views.py tries B's real documents under A's slug.
 NO_OBJECT_ID = {
+    "requests_export",
+    "settings_request_log",
+    "connect_test",
     "billing_topup",
     "billing_plan",
     "billing_auto_recharge",
