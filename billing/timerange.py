@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+
+# Dates a range may name: far enough from datetime's limits that a range, the period before it and a day
+# added to its end can always be computed (year 1 minus a day, or 9999-12-31 plus one, would raise).
+EARLIEST = date(2000, 1, 1)
+LATEST = date(2999, 12, 31)
 
 
 def days_between(query: Mapping[str, str]) -> tuple[dict[str, datetime], list[str]]:
@@ -20,6 +25,9 @@ def days_between(query: Mapping[str, str]) -> tuple[dict[str, datetime], list[st
             day = datetime.strptime(text, "%Y-%m-%d").date()
         except ValueError:
             problems.append(f"“{text[:20]}” is not a date (YYYY-MM-DD).")
+            continue
+        if not EARLIEST <= day <= LATEST:
+            problems.append(f"{day:%Y-%m-%d} is out of range ({EARLIEST:%Y} to {LATEST:%Y}).")
             continue
         moment = datetime.combine(day, time.min, tzinfo=UTC)
         bounds["before" if end else "since"] = moment + timedelta(days=1) if end else moment

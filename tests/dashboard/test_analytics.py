@@ -340,3 +340,28 @@ def test_a_long_breakdown_shows_the_top_50_by_spend_and_says_so(world_a):
     assert "Top 50 of 55 by spend." in page
     assert rows.count("<tr>") == 51  # the header and 50 rows
     assert "user-54" in rows and "user-05" in rows and "user-04" not in rows  # the 5 smallest spenders are left out
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "?model=gpt%004o",
+        "?provider=" + "x" * 10_000,
+        "?key=not-a-key",
+        "?key=00000000-0000-4000-8000-000000000000",
+        "?status=999",
+        "?range=custom&from=9999-99-99&to=0000-01-01",
+        "?range=custom&from=0001-01-01&to=9999-12-31",
+        "?range=custom&from=0001-01-01&to=0001-01-05",
+        "?range=custom&from=9999-12-27&to=9999-12-31",
+        "?breakdown=password",
+        "?breakdown=tag&tag_key=%00%00",
+        "?breakdown=tag&tag_key=" + "k" * 5_000,
+        "?sort=-%00",
+    ],
+)
+def test_hostile_query_strings_get_a_page_not_a_500(world_a, query):
+    usage_ingest_batch(events=[ev(world_a, now() - timedelta(minutes=5))])
+    response, page = get(world_a, query)
+    assert response.status_code in (200, 400), query
+    assert "Analytics" in page
