@@ -35,6 +35,7 @@ migrate: $(STAMP)
 
 bench: $(STAMP)
 	@$(VENV)/bin/python scripts/bench.py
+	@$(VENV)/bin/python scripts/bench_dashboard.py
 
 stop:
 	@$(PYTHON) scripts/devenv.py stop
