@@ -9,6 +9,7 @@ import json
 from collections.abc import Iterator
 from fractions import Fraction
 from typing import Any
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
@@ -96,6 +97,7 @@ def requests_list(request: HttpRequest, slug: str) -> HttpResponse:
             older=encode_cursor(rows[-1].started_at, rows[-1].pk) if rows and has_older else "",
             paged=bool(after or before),
             exports=exports,
+            analytics_query=_analytics_query(filters),
             stream_max=settings.TURNPIKE_EXPORT_STREAM_MAX_ROWS,
         ),
         status=400 if problems else 200,
@@ -173,6 +175,17 @@ def _body_text(data: bytes) -> tuple[str, bool]:
         return json.dumps(json.loads(text), indent=2, ensure_ascii=False), True
     except ValueError:
         return text, False
+
+
+def _analytics_query(filters: UsageFilter) -> str:
+    """The same range and the filters the analytics page understands (key, provider, model, status class)."""
+    params = filters.params()
+    names: tuple[str, ...] = ("range", "from", "to", "key", "provider", "model")
+    keep: dict[str, str] = {name: params[name] for name in names if name in params}
+    status = params.get("status", "")
+    if status:
+        keep["status"] = status if status.endswith("xx") else f"{status[0]}xx"
+    return urlencode(keep)
 
 
 @workspace_view(Perm.USAGE_VIEW)

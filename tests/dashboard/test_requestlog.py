@@ -482,3 +482,24 @@ def test_a_filter_link_carries_every_filter(world_a):
     again, _ = UsageFilter.parse(dict(parse_qsl(filters.query())))
     assert again.model == "gpt-4o" and again.tag == ("team", "a") and again.min_cost_nanos == 500_000_000
     assert again.stream is False and again.min_latency == 10 and again.range.key == "7d"
+
+
+def test_the_log_links_to_analytics_with_the_same_range_and_filters(world_a):
+    ingest(ev(world_a))
+    client = client_for(world_a.owner)
+    page = client.get(
+        f"/w/{world_a.workspace.slug}/requests/",
+        {"range": "7d", "model": "gpt-4o-mini", "status": "429", "user": "alice", "key": str(world_a.key.public_id)},
+    ).content.decode()
+    href = re.search(r'id="chart-these" href="([^"]+)"', page)
+    assert href, "no link to analytics"
+    path, _, query = href.group(1).replace("&amp;", "&").partition("?")
+    assert path == f"/w/{world_a.workspace.slug}/analytics/"
+    # what analytics understands carries over (an exact status as its class); the rest it cannot filter on
+    assert dict(parse_qsl(query)) == {
+        "range": "7d",
+        "model": "gpt-4o-mini",
+        "status": "4xx",
+        "key": str(world_a.key.public_id),
+    }
+    assert client.get(href.group(1).replace("&amp;", "&")).status_code == 200
