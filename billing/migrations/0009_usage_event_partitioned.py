@@ -130,6 +130,7 @@ class Migration(migrations.Migration):
                     constraint=models.UniqueConstraint(fields=('request_id', 'started_at'), name='usageevent_request_unique'),
                 ),
             ],
-            database_operations=[migrations.RunPython(partition, migrations.RunPython.noop)],
+            # irreversible: turning the partitioned table back into a plain one is a manual operation
+            database_operations=[migrations.RunPython(partition)],
         ),
     ]
