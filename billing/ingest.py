@@ -114,6 +114,22 @@ class Rollup:
     latency: list[int] = field(default_factory=histogram.empty)
     ttfb: list[int] = field(default_factory=histogram.empty)
 
+    def add(self, other: Rollup) -> None:
+        for i, n in enumerate(other.sums):
+            self.sums[i] += n
+        histogram.add(self.latency, other.latency)
+        histogram.add(self.ttfb, other.ttfb)
+
+
+def rollups_merge(into: dict[tuple[Any, ...], Rollup], more: dict[tuple[Any, ...], Rollup]) -> None:
+    """Add the increments `more` into `into`, key by key (`into` takes ownership of new ones)."""
+    for key, r in more.items():
+        t = into.get(key)
+        if t is None:
+            into[key] = r
+        else:
+            t.add(r)
+
 
 @dataclass
 class BatchResult:
@@ -280,11 +296,8 @@ def daily(totals: dict[tuple[Any, ...], Rollup]) -> dict[tuple[Any, ...], Rollup
         d = days.get(day_key)
         if d is None:
             days[day_key] = Rollup(list(t.sums), list(t.latency), list(t.ttfb))
-            continue
-        for i, n in enumerate(t.sums):
-            d.sums[i] += n
-        histogram.add(d.latency, t.latency)
-        histogram.add(d.ttfb, t.ttfb)
+        else:
+            d.add(t)
     return days
 
 

@@ -78,7 +78,7 @@ def seed() -> tuple[object, object, list[object]]:
     """The bench workspace, its owner and keys; the events and rollups when they are not there yet."""
     from django.db import connection
 
-    from billing.ingest import Rollup, rollup_totals, rollups_upsert
+    from billing.ingest import Rollup, rollup_totals, rollups_merge, rollups_upsert
     from billing.models import UsageEvent as Row
     from contracts.events import UsageEvent
     from tenants.models import GatewayKey, User, Workspace
@@ -170,7 +170,7 @@ def seed() -> tuple[object, object, list[object]]:
         with connection.cursor() as cur, cur.connection.cursor() as raw, raw.copy(copy_sql) as copy:
             for e in events:
                 copy.write_row(_row(e, now))
-        merge(totals, rollup_totals(events))
+        rollups_merge(totals, rollup_totals(events))
         done += n
         rate = done / (time.perf_counter() - t0)
         print(f"  {done:,} events ({rate:,.0f}/s)", flush=True)
@@ -183,21 +183,6 @@ def seed() -> tuple[object, object, list[object]]:
         cur.execute("ANALYZE billing_usagerollup")
         cur.execute("ANALYZE billing_usagerollupday")
     return workspace, owner, keys
-
-
-def merge(into: dict[tuple[object, ...], object], more: dict[tuple[object, ...], object]) -> None:
-    """Add hourly rollup increments `more` into `into` (billing.ingest.Rollup values)."""
-    from billing import histogram
-
-    for key, r in more.items():
-        t = into.get(key)
-        if t is None:
-            into[key] = r
-            continue
-        for i, n in enumerate(r.sums):  # type: ignore[attr-defined]
-            t.sums[i] += n  # type: ignore[attr-defined]
-        histogram.add(t.latency, r.latency)  # type: ignore[attr-defined]
-        histogram.add(t.ttfb, r.ttfb)  # type: ignore[attr-defined]
 
 
 def _row(e: object, now: datetime) -> tuple[object, ...]:

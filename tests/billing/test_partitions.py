@@ -140,7 +140,7 @@ def test_percentiles_of_an_empty_histogram_are_none():
     assert histogram.percentile(big, 0.5) == histogram.BOUNDS_MS[-1]  # the open last bucket reads as its floor
 
 
-def test_ingest_is_quick_enough_to_not_block_on_partition_routing(world_a):
+def test_a_batch_spread_over_three_months_is_stored_in_one_transaction(world_a):
     # a batch spread over three months (a late spool replay) is stored in one transaction
     start = time.time()
     usage_ingest_batch(
